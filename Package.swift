@@ -1,0 +1,90 @@
+// swift-tools-version:6.0
+// Shroud: end-to-end encrypted voice, screen sharing, files and text with a blind relay.
+// Layout and dependency rule: see DESIGN.md §2. The pure targets (ShroudWire, ShroudCrypto,
+// ShroudRelayCore) import no NIOPosix, no device library and no storage; ShroudRelayCore never
+// imports ShroudCrypto, so the relay is blind by construction.
+import PackageDescription
+
+let package = Package(
+    name: "Shroud",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "shroud", targets: ["shroud"]),
+        .executable(name: "shroud-relay", targets: ["shroud-relay"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+    ],
+    targets: [
+        // MARK: C libraries (module map + static inline shims for variadic calls and macros)
+        .systemLibrary(name: "COpus", path: "Sources/C/COpus", pkgConfig: "opus",
+                       providers: [.apt(["libopus-dev"])]),
+        .systemLibrary(name: "CVPX", path: "Sources/C/CVPX", pkgConfig: "vpx",
+                       providers: [.apt(["libvpx-dev"])]),
+        .systemLibrary(name: "CYUV", path: "Sources/C/CYUV",
+                       providers: [.apt(["libyuv-dev"])]),
+        .systemLibrary(name: "CX11", path: "Sources/C/CX11", pkgConfig: "xext",
+                       providers: [.apt(["libx11-dev", "libxext-dev"])]),
+        .systemLibrary(name: "CALSA", path: "Sources/C/CALSA", pkgConfig: "alsa",
+                       providers: [.apt(["libasound2-dev"])]),
+        .systemLibrary(name: "CSodium", path: "Sources/C/CSodium", pkgConfig: "libsodium",
+                       providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/C/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // MARK: Pure cores
+        .target(name: "ShroudWire"),
+        .target(name: "ShroudCrypto", dependencies: [
+            "ShroudWire", "CSodium", "COpenSSL",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "ShroudRelayCore", dependencies: ["ShroudWire"]),
+
+        // MARK: Devices, storage, network adapters
+        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
+        .target(name: "ShroudStore", dependencies: [
+            "ShroudCrypto",
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        .target(name: "ShroudNet", dependencies: [
+            "ShroudRelayCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        // MARK: Executables
+        .executableTarget(name: "shroud-relay", dependencies: [
+            "ShroudRelayCore", "ShroudNet",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .executableTarget(name: "shroud", dependencies: [
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: Tests
+        .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
+        .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
+                    resources: [.copy("Resources")]),
+        .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia"]),
+        .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
+        .testTarget(name: "ShroudNetTests", dependencies: [
+            "ShroudNet", "ShroudRelayCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .testTarget(name: "EndToEndTests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#ifndef SHROUD_CALSA_SHIM_H
+#define SHROUD_CALSA_SHIM_H
+#include <alsa/asoundlib.h>
+#endif

@@ -1,0 +1,2 @@
+import ShroudRelayCore
+print(RelayInfo(version: "0.1.0"))

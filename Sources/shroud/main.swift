@@ -1,0 +1,6 @@
+import ArgumentParser
+import ShroudCrypto
+import ShroudMedia
+import ShroudStore
+import ShroudWire
+print("shroud")
