@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "shroud", targets: ["shroud"]),
         .executable(name: "shroud-relay", targets: ["shroud-relay"]),
+        .executable(name: "shroud-bench", targets: ["shroud-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
@@ -69,6 +70,10 @@ let package = Package(
         .executableTarget(name: "shroud", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .executableTarget(name: "shroud-bench", dependencies: [
+            "ShroudWire", "ShroudCrypto", "ShroudMedia",
         ]),
 
         // MARK: Tests
