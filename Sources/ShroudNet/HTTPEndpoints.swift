@@ -1,3 +1,116 @@
+import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
 import ShroudRelayCore
+
+/// Upper bound on an HTTP request head plus body the relay reads before answering; the endpoints
+/// here take no body, so anything larger is a client error.
+public let maxHTTPRequestBytes = 16 * 1024
+
+/// Serves the relay's HTTP endpoints on SwiftNIO and stops on graceful shutdown (SIGTERM/SIGINT
+/// through ServiceLifecycle). The decisions are made by `HTTPRoutes`; this type only moves bytes.
+public final class HTTPEndpointServer: Service, Sendable {
+    private let host: String
+    private let port: Int
+    private let routes: HTTPRoutes
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+    private let onBound: @Sendable (SocketAddress) -> Void
+
+    public init(host: String, port: Int, routes: HTTPRoutes, group: MultiThreadedEventLoopGroup,
+                logger: Logger, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+        self.host = host
+        self.port = port
+        self.routes = routes
+        self.group = group
+        self.logger = logger
+        self.onBound = onBound
+    }
+
+    public func run() async throws {
+        let routes = self.routes
+        let logger = self.logger
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPEndpointHandler(routes: routes, logger: logger))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        if let address = channel.localAddress { onBound(address) }
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Answers one request at a time on a connection (HTTP/1.1 keep-alive).
+final class HTTPEndpointHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let routes: HTTPRoutes
+    private let logger: Logger
+    private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+
+    init(routes: HTTPRoutes, logger: Logger) {
+        self.routes = routes
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case let .head(request):
+            head = request
+            bodyBytes = 0
+        case let .body(buffer):
+            bodyBytes += buffer.readableBytes
+        case .end:
+            guard let request = head else { return }
+            head = nil
+            let response: HTTPRoutes.Response
+            if bodyBytes > maxHTTPRequestBytes {
+                response = .init(status: 413, contentType: "application/json", body: #"{"error":"request too large"}"#)
+            } else {
+                response = routes.respond(method: request.method.rawValue, path: request.uri)
+            }
+            write(response, for: request, context: context)
+        }
+    }
+
+    private func write(_ response: HTTPRoutes.Response, for request: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.utf8.count))
+        headers.add(name: "Cache-Control", value: "no-store")
+        let keepAlive = request.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: request.version, status: .init(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.method != .HEAD {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.utf8.count)
+            buffer.writeString(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("http connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

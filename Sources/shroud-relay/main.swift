@@ -1,2 +1,124 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import ShroudNet
 import ShroudRelayCore
-print(RelayInfo(version: "0.1.0"))
+
+// shroud-relay: the blind relay. Configuration comes from flags, then the environment, then a
+// `.env` file in the working directory (DESIGN.md §5). Exit status: 0 after a clean shutdown,
+// 1 when the relay cannot run (e.g. the port is taken), 2 on a configuration or usage error.
+
+let relayVersion = "0.1.0"
+
+let usage = """
+    usage: shroud-relay [options]
+
+    Options (each may also be set as an environment variable or in ./.env):
+      --host ADDR                   SC_HOST (default 0.0.0.0)
+      --port N                      SC_PORT (default 8443; 0 picks a free port)
+      --media-port N                SC_MEDIA_PORT (default: the same as --port)
+      --database-url URL            SC_DATABASE_URL (default sqlite://./data/shroud.db)
+      --tls-cert PATH               SC_TLS_CERT
+      --tls-key PATH                SC_TLS_KEY
+      --max-connections N           SC_MAX_CONNECTIONS (default 2000)
+      --max-connections-per-ip N    SC_MAX_CONNECTIONS_PER_IP (default 10)
+      --message-ttl DURATION        SC_MESSAGE_TTL (default 30d; e.g. 3600, 90m, 24h, 30d)
+      --ice-stun-url URL            SC_ICE_STUN_URL
+      --ice-turn-url URL            SC_ICE_TURN_URL
+      --ice-turn-secret SECRET      SC_ICE_TURN_SECRET
+      --admin-token TOKEN           SC_ADMIN_TOKEN
+      --log-level LEVEL             trace|debug|info|notice|warning|error (default info)
+      --version                     print the version and exit
+      -h, --help                    print this help and exit
+    """
+
+func fail(_ message: String, status: Int32) -> Never {
+    FileHandle.standardError.write(Data("shroud-relay: \(message)\n".utf8))
+    exit(status)
+}
+
+let flagKeys: [String: RelayConfiguration.Key] = Dictionary(uniqueKeysWithValues: RelayConfiguration.Key.allCases.map {
+    ("--" + $0.rawValue.dropFirst(3).lowercased().replacingOccurrences(of: "_", with: "-"), $0)
+})
+    .merging(["--tls-cert": .tlsCert, "--tls-key": .tlsKey], uniquingKeysWith: { $1 })
+
+var flags: [RelayConfiguration.Key: String] = [:]
+var logLevel = Logger.Level.info
+var arguments = CommandLine.arguments.dropFirst()
+while let argument = arguments.popFirst() {
+    let (name, inlineValue): (String, String?) = {
+        if let eq = argument.firstIndex(of: "="), argument.hasPrefix("--") {
+            return (String(argument[..<eq]), String(argument[argument.index(after: eq)...]))
+        }
+        return (argument, nil)
+    }()
+    switch name {
+    case "-h", "--help":
+        print(usage)
+        exit(0)
+    case "--version":
+        print("shroud-relay \(relayVersion)")
+        exit(0)
+    case "--log-level":
+        guard let text = inlineValue ?? arguments.popFirst(), let level = Logger.Level(rawValue: text) else {
+            fail("--log-level needs one of trace, debug, info, notice, warning, error", status: 2)
+        }
+        logLevel = level
+    default:
+        guard let key = flagKeys[name] else { fail("unknown option \(argument) (see --help)", status: 2) }
+        guard let value = inlineValue ?? arguments.popFirst() else { fail("\(name) needs a value", status: 2) }
+        flags[key] = value
+    }
+}
+
+let dotEnvText: String?
+do {
+    let path = FileManager.default.currentDirectoryPath + "/.env"
+    dotEnvText = FileManager.default.fileExists(atPath: path) ? try String(contentsOfFile: path, encoding: .utf8) : nil
+} catch {
+    fail("cannot read .env: \(error.localizedDescription)", status: 2)
+}
+
+let configuration: RelayConfiguration
+do {
+    configuration = try RelayConfiguration.resolve(flags: flags, environment: ProcessInfo.processInfo.environment, dotEnv: dotEnvText)
+} catch {
+    fail("\(error)", status: 2)
+}
+
+let chosenLogLevel = logLevel
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = chosenLogLevel
+    return handler
+}
+let logger = Logger(label: "shroud-relay")
+
+// Two event-loop threads: one per core on the machines the relay targets (a Raspberry Pi has four,
+// but the relay's work per message is small; more threads mostly cost memory).
+let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
+let http = HTTPEndpointServer(
+    host: configuration.host, port: configuration.port,
+    routes: HTTPRoutes(version: relayVersion, configuration: configuration),
+    group: group, logger: logger,
+    onBound: { address in
+        logger.info("listening", metadata: [
+            "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
+            "version": "\(relayVersion)",
+        ])
+    })
+let services = ServiceGroup(configuration: .init(
+    services: [.init(service: http, successTerminationBehavior: .gracefullyShutdownGroup,
+                     failureTerminationBehavior: .gracefullyShutdownGroup)],
+    gracefulShutdownSignals: [.sigterm, .sigint],
+    logger: logger))
+
+do {
+    try await services.run()
+    try await group.shutdownGracefully()
+    logger.info("stopped")
+} catch {
+    fail("\(error)", status: 1)
+}
