@@ -1,6 +1,43 @@
 import ArgumentParser
-import ShroudCrypto
-import ShroudMedia
-import ShroudStore
-import ShroudWire
-print("shroud")
+import Foundation
+
+// The `shroud` command line. Exit status (DESIGN.md §5): 0 on success, 1 on a runtime failure with a
+// one-line reason on stderr, 2 on a usage error.
+
+struct Shroud: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shroud",
+        abstract: "End-to-end encrypted voice, screen sharing, files and text.",
+        version: "0.1.0",
+        subcommands: [])
+}
+
+let parsed: ParsableCommand
+do {
+    parsed = try Shroud.parseAsRoot()
+} catch {
+    let message = Shroud.fullMessage(for: error)
+    if Shroud.exitCode(for: error) == .success {
+        print(message)
+        exit(0)
+    }
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    exit(2)
+}
+
+do {
+    var command = parsed
+    if var asyncCommand = command as? AsyncParsableCommand {
+        try await asyncCommand.run()
+    } else {
+        try command.run()
+    }
+} catch let code as ExitCode {
+    exit(code.rawValue)
+} catch let error as ValidationError {
+    FileHandle.standardError.write(Data("shroud: \(error.message)\n".utf8))
+    exit(2)
+} catch {
+    FileHandle.standardError.write(Data("shroud: \(oneLine(error))\n".utf8))
+    exit(1)
+}
