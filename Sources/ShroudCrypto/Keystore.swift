@@ -35,10 +35,10 @@ public struct Argon2idParameters: Equatable, Sendable {
         self.memLimit = memLimit
     }
 
-    /// What new records use: 3 passes over 64 MiB. Measured with `./tools/bench keystore` on the
-    /// project machine (2 cores, shared): see docs/parts/perf-crypto-identity.md. Chosen so an
-    /// unlock takes 0.3–1 s.
-    public static let interactive = Argon2idParameters(opsLimit: 3, memLimit: 64 << 20)
+    /// What new records use: 3 passes over 256 MiB (libsodium's "moderate" level). Chosen so an
+    /// unlock takes 0.3–1 s on the project machine, measured with `./tools/bench keystore`
+    /// (docs/parts/perf-crypto-identity.md); 64 MiB took only 0.16 s there.
+    public static let recommended = Argon2idParameters(opsLimit: 3, memLimit: 256 << 20)
 
     /// libsodium's minimums (1 pass, 8 KiB): for tests only, so the suite does not spend seconds
     /// per case. Records sealed with it open like any other.
@@ -158,7 +158,7 @@ public enum Keystore {
     static let encryptionKeyLabel = Array("shroud/v1/keystore/aes-256-gcm".utf8)
     static let checkLabel = Array("shroud/v1/keystore/passphrase-check".utf8)
 
-    public static func seal(secret: SecureBytes, passphrase: String, parameters: Argon2idParameters = .interactive,
+    public static func seal(secret: SecureBytes, passphrase: String, parameters: Argon2idParameters = .recommended,
                             random: inout some RandomSource) throws -> SealedRecord {
         guard secret.count <= maximumSecretSize else { throw KeystoreError.tooLarge(secret.count) }
         let salt = random.bytes(SealedRecord.saltByteCount)

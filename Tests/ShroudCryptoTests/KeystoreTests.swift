@@ -103,11 +103,11 @@ import Testing
         }
     }
 
-    /// The real parameters, once: slow by design (Argon2id with 64 MiB).
-    @Test func interactiveParametersRoundTrip() throws {
+    /// The real parameters, once: slow by design (Argon2id with 256 MiB).
+    @Test func recommendedParametersRoundTrip() throws {
         var random = SystemRandom()
         let record = try Keystore.seal(secret: SecureBytes(copying: Self.secretBytes), passphrase: "real", random: &random)
-        #expect(record.parameters == .interactive)
+        #expect(record.parameters == .recommended)
         let parsed = try SealedRecord(parsing: record.serialized())
         #expect(try Keystore.open(record: parsed, passphrase: "real").bytes == Self.secretBytes)
     }
