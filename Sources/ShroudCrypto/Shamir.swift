@@ -70,11 +70,12 @@ public struct ShamirShare: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 6, parts[0] == Self.textPrefix else {
             throw ShamirError.malformedShare("expected ss1-tN-iN-SPLIT-VALUE-CHECK")
         }
-        guard parts[1].hasPrefix("t"), let t = Int(parts[1].dropFirst()),
+        guard parts[1].hasPrefix("t"), let t = Int(parts[1].dropFirst()), "t\(t)" == parts[1],
               (Shamir.minimumThreshold...Shamir.maximumShares).contains(t) else {
             throw ShamirError.malformedShare("bad threshold field \"\(parts[1])\"")
         }
-        guard parts[2].hasPrefix("i"), let i = Int(parts[2].dropFirst()), (1...Shamir.maximumShares).contains(i) else {
+        guard parts[2].hasPrefix("i"), let i = Int(parts[2].dropFirst()), "i\(i)" == parts[2],
+              (1...Shamir.maximumShares).contains(i) else {
             throw ShamirError.malformedShare("bad index field \"\(parts[2])\"")
         }
         guard let split = unhex(parts[3]), split.count == Shamir.splitIDByteCount else {

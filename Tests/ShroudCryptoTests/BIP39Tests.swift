@@ -95,7 +95,10 @@ import Testing
         var random = SeededRandom(seed: 3)
         let identity = try RecoveryPhrase.generate(using: &random).identity()
         #expect(identity.signingSeed.bytes != [UInt8](repeating: 0, count: 32))
+        _ = try identity.sign([1, 2, 3])
         identity.wipe()
+        #expect(identity.isWiped)
+        #expect(throws: ShroudCrypto.CryptoError.self) { try identity.sign([1, 2, 3]) }
         #expect(identity.signingSeed.bytes == [UInt8](repeating: 0, count: 32))
         #expect(identity.agreementSecret.bytes == [UInt8](repeating: 0, count: 32))
     }

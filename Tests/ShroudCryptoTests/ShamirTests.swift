@@ -50,6 +50,9 @@ import Testing
         #expect(throws: ShamirError.shareChecksumMismatch(index: 2)) { try ShamirShare(parsing: String(chars)) }
         #expect(throws: ShamirError.self) { try ShamirShare(parsing: "ss1-t3-i2") }
         #expect(throws: ShamirError.self) { try ShamirShare(parsing: shares[1].text.replacingOccurrences(of: "-t3-", with: "-t1-")) }
+        // Only the canonical spelling of the numbers parses.
+        #expect(throws: ShamirError.self) { try ShamirShare(parsing: shares[1].text.replacingOccurrences(of: "-t3-", with: "-t+3-")) }
+        #expect(throws: ShamirError.self) { try ShamirShare(parsing: shares[1].text.replacingOccurrences(of: "-i2-", with: "-i02-")) }
         // A wrong value with a recomputed checksum still fails the combined-secret check.
         var value = shares[1].value
         value[0] ^= 1
