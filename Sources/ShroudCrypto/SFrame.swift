@@ -124,7 +124,7 @@ final class GCMKey {
             written = Int(produced)
         }
         guard EVP_EncryptFinal_ex(context, output + written, &produced) == 1 else { return false }
-        return shroud_evp_gcm_get_tag(context, 16, output + plaintext.count) == 1
+        return shroud_evp_aead_get_tag(context, output + plaintext.count, 16) == 1
     }
 
     /// Decrypts `ciphertext` (tag not included) into `output`, checking `tag`.
@@ -140,7 +140,7 @@ final class GCMKey {
             written = Int(produced)
         }
         guard let tagBase = tag.baseAddress,
-              shroud_evp_gcm_set_tag(context, 16, UnsafeMutablePointer(mutating: tagBase.assumingMemoryBound(to: UInt8.self))) == 1 else { return false }
+              shroud_evp_aead_set_tag(context, UnsafeMutablePointer(mutating: tagBase.assumingMemoryBound(to: UInt8.self)), 16) == 1 else { return false }
         return EVP_DecryptFinal_ex(context, output + written, &produced) == 1
     }
 }

@@ -87,7 +87,8 @@ private func opensslSpeed(bytes: Int, seconds: Int) throws -> Double {
             return value * 1000
         }
     }
-    throw BenchError.failed("could not parse openssl speed output:\n\(output)")
+    throw BenchError.failed("openssl speed gave no AES-256-GCM result (exit \(process.terminationStatus); "
+                            + "is the openssl command installed? apt-get install openssl):\n\(output)")
 }
 
 extension Array {
