@@ -219,26 +219,95 @@ public enum Keystore {
     }
 }
 
-/// The profile's secrets while the client runs: unlocked with the passphrase, wiped by `lock()`
-/// (DESIGN.md §1.9). While locked every access throws `KeystoreError.locked`.
+/// Named secrets serialized into one buffer, so a whole profile is one keystore record and
+/// unlocking it costs one Argon2id run.
+///
+///     u16 count, then count × (u8 name length ‖ name UTF-8 ‖ u32 value length ‖ value)
+///
+/// Names are unique and non-empty; the entries are written in name order, so the encoding of a set
+/// of secrets is unique. Parsing reads straight from secure memory: no plain copy of a value is made.
+public enum SecretBundle {
+    public static let maximumSecrets = 64
+
+    public static func serialize(_ secrets: [String: SecureBytes]) throws -> SecureBytes {
+        guard secrets.count <= maximumSecrets else {
+            throw KeystoreError.corrupted("at most \(maximumSecrets) secrets in a profile, got \(secrets.count)")
+        }
+        let entries = secrets.sorted { $0.key < $1.key }
+        var size = 2
+        for (name, value) in entries {
+            let n = name.utf8.count
+            guard (1...255).contains(n) else { throw KeystoreError.corrupted("secret name must be 1...255 bytes") }
+            size += 1 + n + 4 + value.count
+        }
+        guard size <= Keystore.maximumSecretSize else { throw KeystoreError.tooLarge(size) }
+        return SecureBytes(count: size) { out in
+            var o = 0
+            func put(_ byte: UInt8) { out[o] = byte; o += 1 }
+            put(UInt8(entries.count >> 8)); put(UInt8(entries.count & 0xff))
+            for (name, value) in entries {
+                put(UInt8(name.utf8.count))
+                for b in name.utf8 { put(b) }
+                let c = UInt32(value.count)
+                put(UInt8(c >> 24)); put(UInt8(c >> 16 & 0xff)); put(UInt8(c >> 8 & 0xff)); put(UInt8(c & 0xff))
+                value.withUnsafeBytes { v in for b in v { put(b) } }
+            }
+        }
+    }
+
+    public static func parse(_ bundle: SecureBytes) throws -> [String: SecureBytes] {
+        try bundle.withUnsafeBytes { raw in
+            var offset = 0
+            func take(_ n: Int, _ field: String) throws -> UnsafeRawBufferPointer {
+                guard n <= raw.count - offset else { throw KeystoreError.corrupted("secret bundle truncated in \(field)") }
+                defer { offset += n }
+                return UnsafeRawBufferPointer(rebasing: raw[offset..<offset + n])
+            }
+            let countBytes = try take(2, "count")
+            let count = Int(countBytes[0]) << 8 | Int(countBytes[1])
+            guard count <= maximumSecrets else { throw KeystoreError.corrupted("secret bundle holds \(count) secrets, limit \(maximumSecrets)") }
+            var result: [String: SecureBytes] = [:]
+            var previous = ""
+            for _ in 0..<count {
+                let nameLength = Int(try take(1, "name length")[0])
+                guard let name = String(validating: try take(nameLength, "name"), as: UTF8.self), !name.isEmpty else {
+                    throw KeystoreError.corrupted("secret name is not valid UTF-8")
+                }
+                guard result.isEmpty || name > previous else { throw KeystoreError.corrupted("secret names out of order or repeated") }
+                let l = try take(4, "value length")
+                let valueLength = Int(l[0]) << 24 | Int(l[1]) << 16 | Int(l[2]) << 8 | Int(l[3])
+                result[name] = SecureBytes(copying: try take(valueLength, "value"))
+                previous = name
+            }
+            guard offset == raw.count else { throw KeystoreError.corrupted("secret bundle has trailing bytes") }
+            return result
+        }
+    }
+}
+
+/// The profile's secrets while the client runs (DESIGN.md §1.9): unlocked from one sealed record
+/// with the passphrase, wiped by `lock()`. While locked every access throws `profile is locked`.
 public final class ProfileSecrets: @unchecked Sendable {
     private let mutex = NSLock()
     private var secrets: [String: SecureBytes] = [:]
     private var unlocked = false
 
+    /// A locked holder; `unlock(record:passphrase:)` fills it.
     public init() {}
+
+    /// An unlocked holder for a new profile (e.g. `shroud id new`), to be sealed with `seal`.
+    public init(unlocked secrets: [String: SecureBytes]) {
+        self.secrets = secrets
+        unlocked = true
+    }
 
     public var isLocked: Bool { mutex.withLock { !unlocked } }
 
-    /// Opens every record with `passphrase`; all or nothing, so a failure leaves the holder locked.
-    public func unlock(records: [String: SealedRecord], passphrase: String) throws {
-        var opened: [String: SecureBytes] = [:]
-        do {
-            for (name, record) in records { opened[name] = try Keystore.open(record: record, passphrase: passphrase) }
-        } catch {
-            for secret in opened.values { secret.wipe() }
-            throw error
-        }
+    /// Opens the profile record; on any error the holder stays locked and nothing is kept.
+    public func unlock(record: SealedRecord, passphrase: String) throws {
+        let bundle = try Keystore.open(record: record, passphrase: passphrase)
+        defer { bundle.wipe() }
+        let opened = try SecretBundle.parse(bundle)
         mutex.withLock {
             for secret in secrets.values { secret.wipe() }
             secrets = opened
@@ -246,11 +315,22 @@ public final class ProfileSecrets: @unchecked Sendable {
         }
     }
 
-    /// Adds a secret (e.g. right after `shroud id new`); only while unlocked.
+    /// Seals every secret into one record (only while unlocked).
+    public func seal(passphrase: String, parameters: Argon2idParameters = .recommended,
+                     random: inout some RandomSource) throws -> SealedRecord {
+        let bundle = try mutex.withLock { () throws -> SecureBytes in
+            guard unlocked else { throw KeystoreError.locked }
+            return try SecretBundle.serialize(secrets)
+        }
+        defer { bundle.wipe() }
+        return try Keystore.seal(secret: bundle, passphrase: passphrase, parameters: parameters, random: &random)
+    }
+
+    /// Adds or replaces a secret; only while unlocked.
     public func store(_ secret: SecureBytes, named name: String) throws {
         try mutex.withLock {
             guard unlocked else { throw KeystoreError.locked }
-            secrets[name]?.wipe()
+            if let old = secrets[name], old !== secret { old.wipe() }
             secrets[name] = secret
         }
     }

@@ -67,6 +67,9 @@ import Testing
             let bytes = random.bytes(length)
             #expect(throws: KeystoreError.self) { try SealedRecord(parsing: bytes) }
             _ = try? BucketPadding.unpad(bytes)
+            if let bundle = try? SecretBundle.parse(SecureBytes(copying: bytes)) {
+                #expect(try SecretBundle.serialize(bundle).bytes == bytes)
+            }
             var mutated = record
             let r = random.bytes(2)
             mutated[Int(r[0]) % mutated.count] ^= r[1] | 1

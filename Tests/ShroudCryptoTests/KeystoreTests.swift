@@ -116,14 +116,14 @@ import Testing
 @Suite struct ProfileSecretsTests {
     @Test func lockWipesEverySecretAndRefusesUseUntilUnlocked() throws {
         var random = SeededRandom(seed: 9)
-        let records = [
-            "identity": try Keystore.seal(secret: SecureBytes(copying: [1, 2, 3]), passphrase: "pw", parameters: .testOnly, random: &random),
-            "recovery": try Keystore.seal(secret: SecureBytes(copying: [4, 5, 6]), passphrase: "pw", parameters: .testOnly, random: &random),
-        ]
+        let new = ProfileSecrets(unlocked: ["identity": SecureBytes(copying: [1, 2, 3]), "recovery": SecureBytes(copying: [4, 5, 6])])
+        let record = try new.seal(passphrase: "pw", parameters: .testOnly, random: &random)
+        new.lock()
+
         let profile = ProfileSecrets()
         #expect(profile.isLocked)
         #expect(throws: KeystoreError.locked) { try profile.secret(named: "identity") }
-        try profile.unlock(records: records, passphrase: "pw")
+        try profile.unlock(record: SealedRecord(parsing: record.serialized()), passphrase: "pw")
         let identity = try #require(try profile.secret(named: "identity"))
         let recovery = try #require(try profile.secret(named: "recovery"))
         #expect(identity.bytes == [1, 2, 3])
@@ -136,11 +136,39 @@ import Testing
         #expect(identity.bytes == [0, 0, 0] && recovery.bytes == [0, 0, 0] && added.bytes == [0, 0])
         #expect(throws: KeystoreError.locked) { try profile.secret(named: "identity") }
         #expect(throws: KeystoreError.locked) { try profile.store(SecureBytes(count: 1), named: "x") }
+        #expect(throws: KeystoreError.locked) { try profile.seal(passphrase: "pw", parameters: .testOnly, random: &random) }
 
         // A wrong passphrase leaves it locked; the right one brings the secrets back.
-        #expect(throws: KeystoreError.wrongPassphrase) { try profile.unlock(records: records, passphrase: "nope") }
+        #expect(throws: KeystoreError.wrongPassphrase) { try profile.unlock(record: record, passphrase: "nope") }
         #expect(profile.isLocked)
-        try profile.unlock(records: records, passphrase: "pw")
+        try profile.unlock(record: record, passphrase: "pw")
         #expect(try profile.secret(named: "recovery")?.bytes == [4, 5, 6])
+        #expect(try profile.secret(named: "extra") == nil)
+    }
+
+    @Test func bundleRoundTripAndLimits() throws {
+        let secrets = ["b": SecureBytes(copying: [2]), "a": try SecureBytes(count: 0), "ключ": SecureBytes(copying: [9, 9])]
+        let bundle = try SecretBundle.serialize(secrets)
+        #expect(bundle.bytes == [0, 3, 1, 0x61, 0, 0, 0, 0, 1, 0x62, 0, 0, 0, 1, 2] + [8] + Array("ключ".utf8) + [0, 0, 0, 2, 9, 9])
+        let parsed = try SecretBundle.parse(bundle)
+        #expect(parsed.mapValues(\.bytes) == secrets.mapValues(\.bytes))
+        let most = Dictionary(uniqueKeysWithValues: (0..<SecretBundle.maximumSecrets).map { ("s\($0)", SecureBytes(copying: [1])) })
+        #expect(try SecretBundle.parse(SecretBundle.serialize(most)).count == SecretBundle.maximumSecrets)
+        var tooMany = most
+        tooMany["extra"] = try SecureBytes(count: 1)
+        #expect(throws: KeystoreError.self) { try SecretBundle.serialize(tooMany) }
+        #expect(throws: KeystoreError.self) { try SecretBundle.serialize(["": SecureBytes(count: 1)]) }
+    }
+
+    @Test func malformedBundlesAreRefused() throws {
+        let good = try SecretBundle.serialize(["a": SecureBytes(copying: [1]), "b": SecureBytes(copying: [2])]).bytes
+        for cut in 0..<good.count {
+            #expect(throws: KeystoreError.self) { try SecretBundle.parse(SecureBytes(copying: good[..<cut])) }
+        }
+        #expect(throws: KeystoreError.self) { try SecretBundle.parse(SecureBytes(copying: good + [0])) }
+        var unordered = good; unordered[3] = 0x63     // "c" before "b"
+        #expect(throws: KeystoreError.self) { try SecretBundle.parse(SecureBytes(copying: unordered)) }
+        #expect(throws: KeystoreError.self) { try SecretBundle.parse(SecureBytes(copying: [0, 65])) }
+        #expect(throws: KeystoreError.self) { try SecretBundle.parse(SecureBytes(copying: [0, 1, 1, 0xff, 0, 0, 0, 0])) }
     }
 }
