@@ -106,12 +106,18 @@ public final class IdentityKeyPair: @unchecked Sendable {
         agreementSecret.withUnsafeBytes { try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
     }
 
-    /// Ed25519 signature over `message`.
+    /// Ed25519 signature over `message`. Refuses once the keys were wiped (profile lock), so a
+    /// locked client can never sign with an all-zero key.
     public func sign(_ message: [UInt8]) throws -> [UInt8] {
-        Array(try signingPrivateKey.signature(for: message))
+        guard !isWiped else { throw CryptoError.invalidKey("identity keys were wiped (profile locked)") }
+        return Array(try signingPrivateKey.signature(for: message))
     }
 
-    /// Wipes both private keys (profile lock).
+    /// True after `wipe()`: the private keys are zeros and must not be used.
+    public var isWiped: Bool { signingSeed.isWiped || agreementSecret.isWiped }
+
+    /// Wipes both private keys (profile lock). `signingPrivateKey` and `agreementPrivateKey` still
+    /// return keys afterwards (made from zeros), so callers check `isWiped` first; `sign` does.
     public func wipe() {
         signingSeed.wipe()
         agreementSecret.wipe()
