@@ -20,6 +20,35 @@ struct GlobalOptions: ParsableArguments {
 
     var output: Output { Output(json: json) }
 
+    /// Global options written before the subcommand (`shroud --home D id show`) are moved after it,
+    /// where every subcommand declares them, so both placements work.
+    static func movedAfterSubcommand(_ arguments: [String]) -> [String] {
+        let withValue: Set<String> = ["--home"]
+        let flags: Set<String> = ["--json"]
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            if flags.contains(argument) || (withValue.contains(name) && argument.contains("=")) {
+                leading.append(argument)
+                index += 1
+            } else if withValue.contains(argument), index + 1 < arguments.count {
+                leading.append(contentsOf: arguments[index...index + 1])
+                index += 2
+            } else {
+                break
+            }
+        }
+        let rest = Array(arguments[index...])
+        guard !leading.isEmpty, !rest.isEmpty else { return arguments }
+        // Keep a trailing "--" (end of options) last if present.
+        if let terminator = rest.firstIndex(of: "--") {
+            return Array(rest[..<terminator]) + leading + Array(rest[terminator...])
+        }
+        return rest + leading
+    }
+
     private func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }

@@ -9,12 +9,12 @@ struct Shroud: ParsableCommand {
         commandName: "shroud",
         abstract: "End-to-end encrypted voice, screen sharing, files and text.",
         version: "0.1.0",
-        subcommands: [])
+        subcommands: [IdentityCommand.self])
 }
 
 let parsed: ParsableCommand
 do {
-    parsed = try Shroud.parseAsRoot()
+    parsed = try Shroud.parseAsRoot(GlobalOptions.movedAfterSubcommand(Array(CommandLine.arguments.dropFirst())))
 } catch {
     let message = Shroud.fullMessage(for: error)
     if Shroud.exitCode(for: error) == .success {
