@@ -282,7 +282,8 @@ enum FrameCipher {
 
 /// Seals frames with one key at a time (RFC 9605 §4.4.3): header ‖ ciphertext ‖ tag, with
 /// AAD = header ‖ metadata. The counter advances on every seal, also a failed one, so a nonce is
-/// never used twice under a key (DESIGN.md §1.4).
+/// never used twice under a key (DESIGN.md §1.4). One owner at a time: not thread-safe (it is not
+/// `Sendable`); a media sender task owns its sender.
 public final class SFrameSender {
     public let suite: SFrameCipherSuite
     public private(set) var keyID: UInt64
@@ -398,7 +399,8 @@ public struct SFrameReplayWindow: Equatable, Sendable {
     }
 }
 
-/// Opens frames from any of its keys, each with its own replay window. A frame that fails to
+/// Opens frames from any of its keys, each with its own replay window. Not thread-safe: one
+/// receiving task owns it. A frame that fails to
 /// parse, is unknown, replayed or forged leaves every window unchanged (DESIGN.md §1.5).
 public final class SFrameReceiver {
     public static let maximumKeys = 256
