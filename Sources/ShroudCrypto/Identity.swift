@@ -45,11 +45,12 @@ public struct PublicIdentity: Hashable, Sendable {
     }
 
     public var signingPublicKey: Curve25519.Signing.PublicKey {
-        // Validated in init.
+        // Cannot fail: init checked the length and parsed this exact key.
         try! Curve25519.Signing.PublicKey(rawRepresentation: signingKey)
     }
 
     public var agreementPublicKey: Curve25519.KeyAgreement.PublicKey {
+        // Cannot fail: X25519 accepts any 32 bytes, and init checked the length.
         try! Curve25519.KeyAgreement.PublicKey(rawRepresentation: agreementKey)
     }
 
@@ -98,6 +99,8 @@ public final class IdentityKeyPair: @unchecked Sendable {
             agreementSignature: signature)
     }
 
+    // Cannot fail: both secrets are 32 bytes (checked in init), and every 32-byte string is a
+    // valid Ed25519 seed / X25519 scalar for swift-crypto.
     public var signingPrivateKey: Curve25519.Signing.PrivateKey {
         signingSeed.withUnsafeBytes { try! Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
     }

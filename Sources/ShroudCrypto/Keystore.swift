@@ -67,7 +67,7 @@ public struct Argon2idParameters: Equatable, Sendable {
 ///     62     n  ciphertext ‖ 16-byte GCM tag
 ///     62+n   8  record checksum: SHA-256(bytes 0..<62+n)[0..<8]
 ///
-/// master = Argon2id(passphrase, salt, opsLimit, memLimit, 32 bytes);
+/// master = Argon2id(NFKD(passphrase) as UTF-8, salt, opsLimit, memLimit, 32 bytes);
 /// key = HKDF-SHA256(master, info "shroud/v1/keystore/aes-256-gcm", 32);
 /// check = HKDF-SHA256(master, info "shroud/v1/keystore/passphrase-check", 16);
 /// AAD = bytes 0..<62 (so the parameters, salt and nonce cannot be altered).
@@ -196,8 +196,10 @@ public enum Keystore {
 
     static func deriveKeys(passphrase: String, salt: [UInt8], parameters: Argon2idParameters) throws -> (SymmetricKey, [UInt8]) {
         _ = Sodium.ready
-        // A trailing NUL keeps the pointer valid for an empty passphrase; it is not hashed.
-        var password = Array(passphrase.utf8) + [0]
+        // NFKD, as BIP39 does, so the same passphrase typed on another system (composed or
+        // decomposed accents) opens the record. A trailing NUL keeps the pointer valid for an empty
+        // passphrase; it is not hashed.
+        var password = Array(passphrase.decomposedStringWithCompatibilityMapping.utf8) + [0]
         defer { sodium_wipe(&password) }
         let master = try SecureBytes(count: 32) { out in
             guard let outBase = out.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw KeystoreError.keyDerivationFailed }

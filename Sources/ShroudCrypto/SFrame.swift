@@ -1,6 +1,7 @@
 import COpenSSL
 import Crypto
 import CSodium
+import Foundation
 import ShroudWire
 
 /// Why an SFrame frame could not be sealed or opened.
@@ -32,16 +33,39 @@ public enum SFrameError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The AEAD cipher suites of RFC 9605 §4.5 that Shroud implements (both AES-GCM, through OpenSSL EVP).
+/// The cipher suites of RFC 9605 §4.5, all through OpenSSL EVP (AES) and swift-crypto (HMAC).
+/// Shroud's media uses the default, AES_256_GCM_SHA512_128; the others exist for interoperability.
 public enum SFrameCipherSuite: UInt16, Sendable, CaseIterable {
+    case aes128CTRHMACSHA256_80 = 0x0001
+    case aes128CTRHMACSHA256_64 = 0x0002
+    case aes128CTRHMACSHA256_32 = 0x0003
     case aes128GCMSHA256 = 0x0004   // AES_128_GCM_SHA256_128
     case aes256GCMSHA512 = 0x0005   // AES_256_GCM_SHA512_128 (Shroud's default)
 
     public static let `default` = SFrameCipherSuite.aes256GCMSHA512
 
-    public var keyByteCount: Int { self == .aes128GCMSHA256 ? 16 : 32 }
+    public var isGCM: Bool { self == .aes128GCMSHA256 || self == .aes256GCMSHA512 }
+
+    /// Nk: for the CTR suites, a 16-byte AES key followed by a 32-byte HMAC key.
+    public var keyByteCount: Int {
+        switch self {
+        case .aes128CTRHMACSHA256_80, .aes128CTRHMACSHA256_64, .aes128CTRHMACSHA256_32: return 48
+        case .aes128GCMSHA256: return 16
+        case .aes256GCMSHA512: return 32
+        }
+    }
+
     public var nonceByteCount: Int { 12 }
-    public var tagByteCount: Int { 16 }
+
+    /// Nt.
+    public var tagByteCount: Int {
+        switch self {
+        case .aes128CTRHMACSHA256_80: return 10
+        case .aes128CTRHMACSHA256_64: return 8
+        case .aes128CTRHMACSHA256_32: return 4
+        case .aes128GCMSHA256, .aes256GCMSHA512: return 16
+        }
+    }
 }
 
 /// Constants and the key schedule of RFC 9605 §4.4.2.
@@ -66,7 +90,7 @@ public enum SFrame {
             return (HKDF<H>.expand(pseudoRandomKey: prk, info: keyLabel + context, outputByteCount: suite.keyByteCount),
                     HKDF<H>.expand(pseudoRandomKey: prk, info: saltLabel + context, outputByteCount: suite.nonceByteCount))
         }
-        let (key, salt) = suite == .aes128GCMSHA256 ? derive(SHA256.self) : derive(SHA512.self)
+        let (key, salt) = suite == .aes256GCMSHA512 ? derive(SHA512.self) : derive(SHA256.self)
         return (key.withUnsafeBytes { SecureBytes(copying: $0) }, salt.withUnsafeBytes { Array($0) })
     }
 }
@@ -91,6 +115,7 @@ final class GCMKey {
         nonceScratch = .allocate(capacity: 24)
         nonceScratch.initialize(from: salt, count: 12)
         (nonceScratch + 12).initialize(repeating: 0, count: 12)
+        guard suite.isGCM else { throw SFrameError.invalidKey("not a GCM suite") }
         let cipher = suite == .aes128GCMSHA256 ? EVP_aes_128_gcm() : EVP_aes_256_gcm()
         let ok = key.withUnsafeBytes { k in
             EVP_CipherInit_ex(context, cipher, nil, k.baseAddress?.assumingMemoryBound(to: UInt8.self), nil, encrypting ? 1 : 0)
@@ -145,16 +170,127 @@ final class GCMKey {
     }
 }
 
-/// Seals frames with one key at a time (RFC 9605 §4.4.3): header ‖ AES-GCM(ciphertext) ‖ tag, with
+/// One key of an AES-CTR + HMAC-SHA256 suite (RFC 9605 §4.5.1): the 48-byte SFrame key splits
+/// into a 16-byte AES-128 key and a 32-byte HMAC key;
+/// tag = HMAC(auth_key, u64 len(aad) ‖ u64 len(ct) ‖ u64 Nt ‖ nonce ‖ aad ‖ ct) truncated to Nt,
+/// and AES-CTR starts from nonce ‖ 0x00000000. Open checks the tag before decrypting.
+final class CTRHMACKey {
+    private let context: OpaquePointer
+    private let authKey: SymmetricKey
+    let tagLength: Int
+    /// salt (12), nonce (12), initial counter block (16).
+    private let scratch: UnsafeMutablePointer<UInt8>
+
+    init(suite: SFrameCipherSuite, key: SecureBytes, salt: [UInt8]) throws {
+        guard !suite.isGCM, key.count == 48, salt.count == 12 else { throw SFrameError.invalidKey("key or salt has the wrong length") }
+        guard let context = EVP_CIPHER_CTX_new() else { throw SFrameError.cipherFailure("EVP_CIPHER_CTX_new failed") }
+        self.context = context
+        tagLength = suite.tagByteCount
+        authKey = key.withUnsafeBytes { SymmetricKey(data: UnsafeRawBufferPointer(rebasing: $0[16..<48])) }
+        scratch = .allocate(capacity: 40)
+        scratch.initialize(repeating: 0, count: 40)
+        scratch.update(from: salt, count: 12)
+        let ok = key.withUnsafeBytes { k in
+            EVP_CipherInit_ex(context, EVP_aes_128_ctr(), nil, k.baseAddress?.assumingMemoryBound(to: UInt8.self), nil, 1)
+        }
+        guard ok == 1 else { throw SFrameError.cipherFailure("EVP_CipherInit_ex failed") }
+    }
+
+    deinit {
+        EVP_CIPHER_CTX_free(context)
+        sodium_memzero(scratch, 40)
+        scratch.deallocate()
+    }
+
+    private func startCounter(_ counter: UInt64) -> Bool {
+        for i in 0..<12 { scratch[12 + i] = scratch[i] }
+        for i in 0..<8 { scratch[12 + 11 - i] ^= UInt8(truncatingIfNeeded: counter >> (UInt64(i) * 8)) }
+        for i in 0..<12 { scratch[24 + i] = scratch[12 + i] }
+        for i in 12..<16 { scratch[24 + i] = 0 }
+        return EVP_CipherInit_ex(context, nil, nil, nil, scratch + 24, 1) == 1
+    }
+
+    private func tag(aad: UnsafeRawBufferPointer, metadata: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer) -> HashedAuthenticationCode<SHA256> {
+        var mac = HMAC<SHA256>(key: authKey)
+        var lengths = [UInt8]()
+        for value in [UInt64(aad.count + metadata.count), UInt64(ciphertext.count), UInt64(tagLength)] {
+            for i in stride(from: 7, through: 0, by: -1) { lengths.append(UInt8(truncatingIfNeeded: value >> (UInt64(i) * 8))) }
+        }
+        mac.update(data: lengths)
+        mac.update(data: UnsafeRawBufferPointer(start: scratch + 12, count: 12))
+        mac.update(data: aad)
+        mac.update(data: metadata)
+        mac.update(data: ciphertext)
+        return mac.finalize()
+    }
+
+    private func crypt(_ input: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) -> Bool {
+        guard input.count > 0 else { return true }
+        var produced: Int32 = 0
+        return EVP_EncryptUpdate(context, output, &produced, input.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(input.count)) == 1
+    }
+
+    func seal(counter: UInt64, aad: UnsafeRawBufferPointer, metadata: UnsafeRawBufferPointer,
+              plaintext: UnsafeRawBufferPointer, output: UnsafeMutablePointer<UInt8>) -> Bool {
+        guard startCounter(counter), crypt(plaintext, into: output) else { return false }
+        let mac = tag(aad: aad, metadata: metadata, ciphertext: UnsafeRawBufferPointer(start: output, count: plaintext.count))
+        mac.withUnsafeBytes { m in
+            for i in 0..<tagLength { output[plaintext.count + i] = m[i] }
+        }
+        return true
+    }
+
+    func open(counter: UInt64, aad: UnsafeRawBufferPointer, metadata: UnsafeRawBufferPointer,
+              ciphertext: UnsafeRawBufferPointer, tag received: UnsafeRawBufferPointer, output: UnsafeMutablePointer<UInt8>) -> Bool {
+        guard received.count == tagLength, startCounter(counter) else { return false }
+        let mac = tag(aad: aad, metadata: metadata, ciphertext: ciphertext)
+        let matches = mac.withUnsafeBytes { m -> Bool in
+            var difference: UInt8 = 0
+            for i in 0..<tagLength { difference |= m[i] ^ received[i] }
+            return difference == 0
+        }
+        return matches && crypt(ciphertext, into: output)
+    }
+}
+
+/// The per-key cipher of a suite; an enum rather than a protocol so the GCM path stays a direct call.
+enum FrameCipher {
+    case gcm(GCMKey)
+    case ctrHMAC(CTRHMACKey)
+
+    init(suite: SFrameCipherSuite, key: SecureBytes, salt: [UInt8], encrypting: Bool) throws {
+        self = suite.isGCM ? .gcm(try GCMKey(suite: suite, key: key, salt: salt, encrypting: encrypting))
+                           : .ctrHMAC(try CTRHMACKey(suite: suite, key: key, salt: salt))
+    }
+
+    func seal(counter: UInt64, aad: UnsafeRawBufferPointer, metadata: UnsafeRawBufferPointer,
+              plaintext: UnsafeRawBufferPointer, output: UnsafeMutablePointer<UInt8>) -> Bool {
+        switch self {
+        case let .gcm(k): return k.seal(counter: counter, aad: aad, metadata: metadata, plaintext: plaintext, output: output)
+        case let .ctrHMAC(k): return k.seal(counter: counter, aad: aad, metadata: metadata, plaintext: plaintext, output: output)
+        }
+    }
+
+    func open(counter: UInt64, aad: UnsafeRawBufferPointer, metadata: UnsafeRawBufferPointer,
+              ciphertext: UnsafeRawBufferPointer, tag: UnsafeRawBufferPointer, output: UnsafeMutablePointer<UInt8>) -> Bool {
+        switch self {
+        case let .gcm(k): return k.open(counter: counter, aad: aad, metadata: metadata, ciphertext: ciphertext, tag: tag, output: output)
+        case let .ctrHMAC(k): return k.open(counter: counter, aad: aad, metadata: metadata, ciphertext: ciphertext, tag: tag, output: output)
+        }
+    }
+}
+
+/// Seals frames with one key at a time (RFC 9605 §4.4.3): header ‖ ciphertext ‖ tag, with
 /// AAD = header ‖ metadata. The counter advances on every seal, also a failed one, so a nonce is
-/// never used twice under a key (DESIGN.md §1.4).
+/// never used twice under a key (DESIGN.md §1.4). One owner at a time: not thread-safe (it is not
+/// `Sendable`); a media sender task owns its sender.
 public final class SFrameSender {
     public let suite: SFrameCipherSuite
     public private(set) var keyID: UInt64
     /// The counter the next frame will carry.
     public private(set) var nextCounter: UInt64
     public let counterLimit: UInt64
-    private var key: GCMKey
+    private var key: FrameCipher
 
     /// `firstCounter` exists to restore a sender's state; a fresh key starts at 0.
     public init(suite: SFrameCipherSuite = .default, keyID: UInt64, baseKey: SecureBytes,
@@ -164,7 +300,7 @@ public final class SFrameSender {
         self.nextCounter = firstCounter
         self.counterLimit = counterLimit
         let (k, salt) = SFrame.deriveKeyAndSalt(baseKey: baseKey, keyID: keyID, suite: suite)
-        key = try GCMKey(suite: suite, key: k, salt: salt, encrypting: true)
+        key = try FrameCipher(suite: suite, key: k, salt: salt, encrypting: true)
     }
 
     /// Switches to a new key (membership change or counter limit); its counter starts at 0. The
@@ -173,7 +309,7 @@ public final class SFrameSender {
     public func rotate(keyID: UInt64, baseKey: SecureBytes) throws {
         guard keyID != self.keyID else { throw SFrameError.invalidKey("rotation must use a new key id (\(keyID) is in use)") }
         let (k, salt) = SFrame.deriveKeyAndSalt(baseKey: baseKey, keyID: keyID, suite: suite)
-        key = try GCMKey(suite: suite, key: k, salt: salt, encrypting: true)
+        key = try FrameCipher(suite: suite, key: k, salt: salt, encrypting: true)
         self.keyID = keyID
         nextCounter = 0
     }
@@ -263,16 +399,17 @@ public struct SFrameReplayWindow: Equatable, Sendable {
     }
 }
 
-/// Opens frames from any of its keys, each with its own replay window. A frame that fails to
+/// Opens frames from any of its keys, each with its own replay window. Not thread-safe: one
+/// receiving task owns it. A frame that fails to
 /// parse, is unknown, replayed or forged leaves every window unchanged (DESIGN.md §1.5).
 public final class SFrameReceiver {
     public static let maximumKeys = 256
 
     public let suite: SFrameCipherSuite
     private final class Entry {
-        let key: GCMKey
+        let key: FrameCipher
         var window = SFrameReplayWindow()
-        init(key: GCMKey) { self.key = key }
+        init(key: FrameCipher) { self.key = key }
     }
     private var entries: [UInt64: Entry] = [:]
 
@@ -285,7 +422,7 @@ public final class SFrameReceiver {
             throw SFrameError.invalidKey("at most \(Self.maximumKeys) receive keys")
         }
         let (k, salt) = SFrame.deriveKeyAndSalt(baseKey: baseKey, keyID: keyID, suite: suite)
-        entries[keyID] = Entry(key: try GCMKey(suite: suite, key: k, salt: salt, encrypting: false))
+        entries[keyID] = Entry(key: try FrameCipher(suite: suite, key: k, salt: salt, encrypting: false))
     }
 
     public func removeKey(keyID: UInt64) { entries[keyID] = nil }

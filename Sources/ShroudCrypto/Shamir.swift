@@ -1,4 +1,5 @@
 import Crypto
+import CSodium
 
 /// Why shares could not be made or combined.
 public enum ShamirError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -118,8 +119,11 @@ public enum Shamir {
         }
         guard (1...maximumSecretSize).contains(secret.count) else { throw ShamirError.invalidSecretLength(secret.count) }
         let splitID = random.bytes(splitIDByteCount)
-        var extended = secret.bytes + secretCheck(secret)
+        var extended = [UInt8](repeating: 0, count: secret.count + secretCheckByteCount)
         defer { sodium_wipe(&extended) }
+        secret.withUnsafeBytes { raw in for i in 0..<raw.count { extended[i] = raw[i] } }
+        let check = secretCheck(secret)
+        for i in 0..<secretCheckByteCount { extended[secret.count + i] = check[i] }
         var values = [[UInt8]](repeating: [UInt8](repeating: 0, count: extended.count), count: shares)
         // For each byte, a random polynomial of degree threshold-1 whose constant term is the byte.
         var coefficients = [UInt8](repeating: 0, count: threshold)

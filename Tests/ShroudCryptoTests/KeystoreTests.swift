@@ -25,6 +25,13 @@ import Testing
         #expect(throws: KeystoreError.wrongPassphrase) { try Keystore.open(record: record, passphrase: " ") }
     }
 
+    @Test func passphraseIsNormalized() throws {
+        var random = SeededRandom(seed: 6)
+        let record = try Keystore.seal(secret: SecureBytes(copying: [1]), passphrase: "caf\u{E9}", parameters: .testOnly, random: &random)
+        #expect(try Keystore.open(record: record, passphrase: "cafe\u{301}").bytes == [1])
+        #expect(throws: KeystoreError.wrongPassphrase) { try Keystore.open(record: record, passphrase: "cafe") }
+    }
+
     @Test func sealedBytesDoNotContainTheSecret() throws {
         let bytes = try Self.sealed().serialized()
         // No 8-byte window of the secret appears anywhere in the record.

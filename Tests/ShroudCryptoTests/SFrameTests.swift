@@ -30,7 +30,7 @@ import Testing
         var tested = Set<UInt16>()
         for v in try Self.vectors("sframe") {
             let suiteNumber = try #require((v["cipher_suite"] as? NSNumber)?.uint16Value)
-            guard let suite = SFrameCipherSuite(rawValue: suiteNumber) else { continue }  // AES-CTR-HMAC suites: not implemented
+            let suite = try #require(SFrameCipherSuite(rawValue: suiteNumber))
             tested.insert(suiteNumber)
             func h(_ key: String) throws -> [UInt8] { [UInt8](hex: try #require(v[key] as? String)) }
             let kid = try #require((v["kid"] as? NSNumber)?.uint64Value)
@@ -48,7 +48,45 @@ import Testing
             let opened = try receiver.open(try h("ct"), metadata: try h("metadata"))
             #expect(opened.plaintext == (try h("pt")) && opened.keyID == kid && opened.counter == ctr)
         }
-        #expect(tested == [4, 5])
+        #expect(tested == [1, 2, 3, 4, 5])
+    }
+}
+
+extension SFrameVectorTests {
+    /// RFC 9605 Appendix C.2: the AES-CTR + HMAC AEAD on its own (suites 1–3). The file's suites
+    /// 6–8 are not RFC 9605 suites and are not implemented.
+    @Test func ctrHMACAEADVectors() throws {
+        let vectors = try Self.vectors("aes_ctr_hmac")
+        #expect(vectors.count == 3)
+        for v in vectors {
+            func h(_ key: String) throws -> [UInt8] { [UInt8](hex: try #require(v[key] as? String)) }
+            let suiteNumber = try #require((v["cipher_suite"] as? NSNumber)?.uint16Value)
+            let suite = try #require(SFrameCipherSuite(rawValue: suiteNumber))
+            // With counter 0 the frame nonce is the salt itself.
+            let cipher = try CTRHMACKey(suite: suite, key: SecureBytes(copying: try h("key")), salt: try h("nonce"))
+            let pt = try h("pt"), aad = try h("aad"), ct = try h("ct")
+            var out = [UInt8](repeating: 0, count: pt.count + suite.tagByteCount)
+            let sealed = out.withUnsafeMutableBufferPointer { o in
+                pt.withUnsafeBytes { p in aad.withUnsafeBytes { a in
+                    cipher.seal(counter: 0, aad: a, metadata: UnsafeRawBufferPointer(start: nil, count: 0), plaintext: p, output: o.baseAddress!)
+                } }
+            }
+            #expect(sealed && out == ct)
+            var back = [UInt8](repeating: 0, count: pt.count)
+            var forged = ct
+            forged[ct.count - 1] ^= 1
+            for (input, expected) in [(ct, true), (forged, false)] {
+                let opened = back.withUnsafeMutableBufferPointer { o in
+                    input.withUnsafeBytes { c in aad.withUnsafeBytes { a in
+                        cipher.open(counter: 0, aad: a, metadata: UnsafeRawBufferPointer(start: nil, count: 0),
+                                    ciphertext: UnsafeRawBufferPointer(rebasing: c[..<pt.count]),
+                                    tag: UnsafeRawBufferPointer(rebasing: c[pt.count...]), output: o.baseAddress!)
+                    } }
+                }
+                #expect(opened == expected)
+                if expected { #expect(back == pt) }
+            }
+        }
     }
 }
 
@@ -70,15 +108,16 @@ import Testing
         for i in 0..<40 {
             let payload = random.bytes(i * 37)
             let frame = try sender.seal(payload, metadata: [1, 2, 3])
-            #expect(frame.count == SFrameHeader(keyID: 7, counter: UInt64(i)).encodedLength + payload.count + 16)
+            #expect(frame.count == SFrameHeader(keyID: 7, counter: UInt64(i)).encodedLength + payload.count + suite.tagByteCount)
             let opened = try receiver.open(frame, metadata: [1, 2, 3])
             #expect(opened.plaintext == payload && opened.counter == UInt64(i))
         }
         #expect(sender.nextCounter == 40)
     }
 
-    @Test func tamperingIsRejectedAndLeavesTheWindowUnchanged() throws {
-        let (sender, receiver) = try Self.pair()
+    @Test(arguments: SFrameCipherSuite.allCases)
+    func tamperingIsRejectedAndLeavesTheWindowUnchanged(suite: SFrameCipherSuite) throws {
+        let (sender, receiver) = try Self.pair(suite)
         _ = try receiver.open(try sender.seal([9, 9, 9]))
         let frame = try sender.seal(Array("media frame".utf8), metadata: [0xee])
         let before = receiver.replayWindow(keyID: 7)

@@ -31,6 +31,14 @@ import Testing
         let shares = try Self.split(3, of: 5)
         #expect(throws: ShamirError.notEnoughShares(have: 2, threshold: 3)) { try Shamir.combine([shares[0], shares[4]]) }
         #expect(throws: ShamirError.duplicateIndex(1)) { try Shamir.combine([shares[0], shares[0], shares[1]]) }
+        // Relabelled as a 2-of-N split (valid checksums), two shares interpolate a wrong secret,
+        // which the secret check refuses.
+        for (a, b) in [(0, 1), (1, 4), (2, 3)] {
+            let relabelled = [shares[a], shares[b]].map {
+                ShamirShare(threshold: 2, index: $0.index, splitID: $0.splitID, value: $0.value)
+            }
+            #expect(throws: ShamirError.secretCheckMismatch) { try Shamir.combine(relabelled) }
+        }
     }
 
     @Test func textFormRoundTripsAndShowsTheThreshold() throws {
