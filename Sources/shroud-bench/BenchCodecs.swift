@@ -84,6 +84,28 @@ func benchCodecs(_ arguments: [String]) throws {
     }
     video.print(title: "VP8 + libyuv, one thread, scrolling 1080p code screen (cpu-used \(cpuUsed), CBR, 30 fps timeline)")
 
+    // Still screens: the quality the tests hold at ≥ 35 dB, after 1 s (30 frames) of a still screen.
+    var still = Table("fixture", "resolution", "bitrate", "keyframe Y PSNR dB", "after 1 s Y PSNR dB", "keyframe bytes")
+    for name in ["screen-text", "screen-code", "screen-ui"] {
+        let full = try ColorConversion.bgraToI420(try loadScreenBGRA(name), width: 1920, height: 1080)
+        for (width, height, bitrate) in [(1920, 1080, 2_500_000), (1280, 720, 1_200_000), (640, 360, 500_000)] {
+            let picture = try ColorConversion.scale(full, width: width, height: height)
+            let encoder = try VP8Encoder(width: width, height: height, bitrate: bitrate, fps: 30, cpuUsed: cpuUsed)
+            let decoder = try VP8Decoder()
+            var first = 0.0, last = 0.0, keyBytes = 0
+            for i in 0 ..< 30 {
+                for packet in try encoder.encode(picture) {
+                    guard let decoded = try decoder.decode(packet.data).last else { continue }
+                    let psnr = try PictureQuality(reference: picture, reconstruction: decoded).lumaPSNR
+                    if i == 0 { first = psnr; keyBytes = packet.data.count }
+                    last = psnr
+                }
+            }
+            still.add(name, "\(height)p", "\(bitrate / 1000) kbit/s", fmt(first, 1), fmt(last, 1), "\(keyBytes)")
+        }
+    }
+    still.print(title: "VP8 still-screen quality (cpu-used \(cpuUsed))")
+
     // Opus: the speech fixture repeated to 60 s.
     let speechPath = FileManager.default.fileExists(atPath: "media-fixtures/speech-48k-mono.wav") ? "media-fixtures/speech-48k-mono.wav"
         : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
