@@ -50,14 +50,15 @@ public final class VP8Encoder {
 
     /// - Parameters:
     ///   - bitrate: target in bits per second (CBR).
-    ///   - cpuUsed: speed/quality trade, see `cpuUsedRange`; the default −10 is fixed speed 10, which
-    ///     meets the 1080p real-time budget on one core (docs/parts/perf-codecs.md).
+    ///   - cpuUsed: speed/quality trade, see `cpuUsedRange`; the default −6 (fixed speed 6, WebRTC's
+    ///     desktop setting) keeps a scrolling 1080p screen near 43 dB at about 80 fps on one core;
+    ///     faster speeds gain little time and lose 5 dB or more (docs/parts/perf-codecs.md).
     ///   - screenContent: enables libvpx's screen-content mode and tunes the loop filter and
     ///     denoiser off, so text edges stay sharp instead of being smoothed as noise.
     ///   - keyframeInterval: maximum frames between automatic keyframes (new viewers also get one on
     ///     demand through `forceKeyframe`).
     public init(width: Int, height: Int, bitrate: Int, fps: Int = 30, threads: Int = 1,
-                cpuUsed: Int = -10, screenContent: Bool = true, keyframeInterval: Int = 300,
+                cpuUsed: Int = -6, screenContent: Bool = true, keyframeInterval: Int = 300,
                 allowFrameDrops: Bool = false) throws {
         try I420Frame.validate(width: width, height: height)
         guard Self.bitrateRange.contains(bitrate) else {

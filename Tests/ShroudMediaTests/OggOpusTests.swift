@@ -148,6 +148,7 @@ struct FFmpegInteropTests {
             let theirs = stride(from: 0, to: raw.count - 1, by: 2).map { Int16(bitPattern: UInt16(raw[$0]) | UInt16(raw[$0 + 1]) << 8) }
             #expect(theirs.count == samples, "\(codec)")
             let correlation = AudioQuality.maxCorrelation(trimmed, theirs, maxLag: 0)
+            print("ffmpeg \(codec) decoder vs ours: correlation \(correlation.value) at lag 0")
             #expect(correlation.value > threshold, "\(codec): \(correlation.value)")
         }
     }

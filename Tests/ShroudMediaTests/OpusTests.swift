@@ -27,6 +27,7 @@ struct OpusTests {
         for packet in packets { decoded += try decoder.decode(packet) }
         #expect(decoded.count == packets.count * 960)
         let correlation = AudioQuality.maxCorrelation(speech.samples, decoded, maxLag: 960)
+        print("Opus 32 kbit/s speech: max correlation \(correlation.value) at lag \(correlation.lag)")
         #expect(correlation.value > 0.85, "correlation \(correlation.value)")
         // The best alignment sits at the codec delay (309 measured vs a 312-sample lookahead).
         #expect(abs(correlation.lag - encoder.lookahead) <= 8, "lag \(correlation.lag) vs lookahead \(encoder.lookahead)")
@@ -117,6 +118,7 @@ struct OpusTests {
         let fecSNR = 10 * log10(energy / fecError), plcSNR = 10 * log10(energy / plcError)
         // Measured: FEC ≈ 4.9 dB, PLC ≈ 2.5 dB (FEC is a low-bitrate SILK copy, so it is far from
         // transparent, but clearly closer to what was said than an extrapolation).
+        print("Opus lost frames: FEC \(fecSNR) dB, PLC \(plcSNR) dB signal-to-error")
         #expect(fecSNR > plcSNR + 1, "FEC \(fecSNR) dB vs PLC \(plcSNR) dB")
     }
 
