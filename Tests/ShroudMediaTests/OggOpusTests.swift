@@ -82,6 +82,83 @@ struct OggOpusTests {
         #expect(throws: MediaError.file("Ogg Opus: page 2 is missing (found 3)")) { try OggOpusReader(parsing: holed) }
     }
 
+    /// Builds Ogg pages by hand (any lacing, any flags) for the reader's continuation paths.
+    static func rawPages(_ packets: [[UInt8]], firstSequence: UInt32 = 0, serial: UInt32 = 5, flagsOfFirst: UInt8 = 0, last: Bool = false, granule: Int64 = 0) -> [UInt8] {
+        // Lace all packets, then cut the lacing into pages of at most 255 values.
+        var lacing: [UInt8] = [], data: [UInt8] = []
+        for p in packets {
+            lacing += [UInt8](repeating: 255, count: p.count / 255) + [UInt8(p.count % 255)]
+            data += p
+        }
+        var out: [UInt8] = [], sequence = firstSequence, index = 0, offset = 0
+        var continued = false
+        while index < lacing.count {
+            let values = Array(lacing[index ..< min(lacing.count, index + 255)])
+            let size = values.reduce(0) { $0 + Int($1) }
+            var flags: UInt8 = continued ? 0x01 : 0
+            if index == 0 { flags |= flagsOfFirst }
+            let isLast = index + values.count == lacing.count
+            if isLast && last { flags |= 0x04 }
+            var page: [UInt8] = Array("OggS".utf8) + [0, flags]
+            page.appendLE(isLast ? granule : -1); page.appendLE(serial); page.appendLE(sequence); page.appendLE(UInt32(0))
+            page.append(UInt8(values.count)); page += values; page += data[offset ..< offset + size]
+            page.storeLE(OggOpus.crc(page), at: 22)
+            out += page
+            continued = values.last == 255
+            sequence += 1; index += values.count; offset += size
+        }
+        return out
+    }
+
+    /// A file whose OpusTags packet is `tagsSize` bytes, spread over as many pages as it needs.
+    static func fileWithTags(ofSize tagsSize: Int) throws -> [UInt8] {
+        var tags = OggOpus.tagsMagic
+        tags.appendLE(UInt32(tagsSize - 16))
+        tags += [UInt8](repeating: UInt8(ascii: "v"), count: tagsSize - 16)
+        tags.appendLE(UInt32(0))
+        let head = rawPages([OpusHead(channels: 1, preSkip: 312).serialized()], flagsOfFirst: 0x02)
+        let tagPages = rawPages([tags], firstSequence: 1)
+        let pageCount = UInt32((tags.count / 255 + 1 + 254) / 255)
+        let packet = try OpusEncoder().encode([Int16](repeating: 0, count: 960))
+        let audio = rawPages([packet], firstSequence: 1 + pageCount, last: true, granule: 960)
+        return head + tagPages + audio
+    }
+
+    /// Packets continue across pages (flag 0x01), up to the OpusTags limit and not one byte past it.
+    @Test func packetsSpanningPagesAndTheTagsLimit() throws {
+        let atLimit = try OggOpusReader(parsing: try Self.fileWithTags(ofSize: OggOpus.maxTagsBytes))
+        #expect(atLimit.vendor.count == OggOpus.maxTagsBytes - 16)
+        #expect(atLimit.packets.count == 1 && atLimit.sampleCount == 960 - 312)
+        #expect(throws: MediaError.file("Ogg Opus: packet larger than 1048576 bytes")) {
+            try OggOpusReader(parsing: try Self.fileWithTags(ofSize: OggOpus.maxTagsBytes + 1))
+        }
+    }
+
+    /// The writer starts a new page before a page would exceed 255 lacing values.
+    @Test func pagesStayWithin255Segments() throws {
+        let encoder = try OpusEncoder(channels: 2, frameDuration: .ms10, bitrate: 510_000, application: .audio)
+        let writer = try OggOpusWriter(channels: 2, preSkip: encoder.lookahead, serialNumber: 3)
+        var random = SeededBytes(seed: 5)
+        var packets: [[UInt8]] = []
+        for _ in 0 ..< 150 {
+            let noise = random.next(960).map { Int16(Int8(bitPattern: $0)) * 64 }
+            packets.append(try encoder.encode(noise))
+            try writer.write(packets.last ?? [])
+        }
+        try writer.finish()
+        #expect(packets.allSatisfy { $0.count > 510 })   // three lacing values each
+        let bytes = writer.bytes
+        var offset = 0, segmentCounts: [Int] = []
+        while offset < bytes.count {
+            let n = Int(bytes[offset + 26])
+            segmentCounts.append(n)
+            offset += 27 + n + bytes[offset + 27 ..< offset + 27 + n].reduce(0) { $0 + Int($1) }
+        }
+        #expect(segmentCounts.allSatisfy { $0 <= OggOpus.maxSegmentsPerPage })
+        #expect(segmentCounts.dropFirst(2).first == 255)   // 85 packets × 3 values fill the first audio page
+        #expect(try OggOpusReader(parsing: bytes).packets == packets)
+    }
+
     @Test func headerValidation() throws {
         #expect(throws: MediaError.self) { try OggOpusWriter(channels: 3, preSkip: 0, serialNumber: 0) }
         #expect(throws: MediaError.self) { try OggOpusWriter(channels: 1, preSkip: 65_536, serialNumber: 0) }
