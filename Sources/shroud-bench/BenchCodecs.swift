@@ -111,10 +111,11 @@ func benchCodecs(_ arguments: [String]) throws {
         : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("media-fixtures/speech-48k-mono.wav").path
     let speech = try WAVReader(path: speechPath).samples
-    var audio = Table("channels", "frame", "bitrate", "complexity", "encode × real time", "decode × real time")
-    let settings = [(1, 32_000, 10), (1, 32_000, 5), (1, 32_000, 1), (1, 32_000, 0), (2, 64_000, 10), (2, 64_000, 0)]
-    for (channels, bitrate, complexity) in settings {
-        let encoder = try OpusEncoder(channels: channels, frameDuration: .ms20, bitrate: bitrate, complexity: complexity)
+    var audio = Table("channels", "frame", "bitrate", "rate control", "complexity", "encode × real time", "decode × real time")
+    let settings = [(1, 32_000, true, 10), (1, 32_000, false, 10), (1, 32_000, true, 5), (1, 32_000, true, 1),
+                    (1, 32_000, true, 0), (2, 64_000, true, 10), (2, 64_000, true, 0)]
+    for (channels, bitrate, cbr, complexity) in settings {
+        let encoder = try OpusEncoder(channels: channels, frameDuration: .ms20, bitrate: bitrate, constantBitrate: cbr, complexity: complexity)
         let decoder = try OpusDecoder(channels: channels)
         let frame = encoder.samplesPerFrame
         let input = channels == 1 ? speech : speech.flatMap { [$0, $0] }
@@ -131,7 +132,7 @@ func benchCodecs(_ arguments: [String]) throws {
         for p in packets { _ = try decoder.decode(p) }
         let t2 = now()
         let seconds = Double(frameCount) * 0.02
-        audio.add("\(channels)", "20 ms", "\(bitrate / 1000) kbit/s", "\(complexity)", fmt(seconds / (t1 - t0), 0), fmt(seconds / (t2 - t1), 0))
+        audio.add("\(channels)", "20 ms", "\(bitrate / 1000) kbit/s", cbr ? "CBR" : "VBR", "\(complexity)", fmt(seconds / (t1 - t0), 0), fmt(seconds / (t2 - t1), 0))
     }
-    audio.print(title: "Opus (CBR, FEC on, 60 s of speech)")
+    audio.print(title: "Opus (FEC on, expected loss 10 %, voice, 60 s of speech, one thread)")
 }
