@@ -152,12 +152,17 @@ public final class VP8Encoder {
 
     /// Encodes one frame. Usually returns one packet; none when rate control drops the frame
     /// (only with `allowFrameDrops`).
-    public func encode(_ frame: I420Frame, forceKeyframe: Bool = false) throws -> [EncodedVideoFrame] {
+    /// - Parameter pts: presentation time in 1/fps units; by default one more than the previous
+    ///   frame. A capture loop that skipped frames passes its own, which must keep increasing.
+    public func encode(_ frame: I420Frame, forceKeyframe: Bool = false, pts explicitPTS: Int64? = nil) throws -> [EncodedVideoFrame] {
         guard frame.width == width, frame.height == height else {
             throw MediaError.codec("VP8 encoder is \(width)x\(height), frame is \(frame.width)x\(frame.height)")
         }
-        let pts = nextPTS
-        nextPTS += 1
+        let pts = explicitPTS ?? nextPTS
+        guard pts >= nextPTS else {
+            throw MediaError.codec("VP8 pts \(pts) is not after the previous frame's \(nextPTS - 1)")
+        }
+        nextPTS = pts + 1
         let flags: vpx_enc_frame_flags_t = forceKeyframe ? vpx_enc_frame_flags_t(VPX_EFLAG_FORCE_KF) : 0
         var image = vpx_image_t()
         let err: vpx_codec_err_t = frame.y.withUnsafeBufferPointer { y in

@@ -131,6 +131,19 @@ struct OpusTests {
         #expect(sizes.suffix(40).filter { $0 <= 2 }.count >= 35, "\(sizes)")
     }
 
+    /// CBR packet size follows `setBitrate`: bitrate × 20 ms / 8 bytes.
+    @Test func bitrateChangeBetweenFrames() throws {
+        let speech = try Fixtures.speech()
+        let encoder = try OpusEncoder(bitrate: 32_000)
+        let frame = Array(speech.samples[48_000 ..< 48_960])
+        #expect(try encoder.encode(frame).count == 80)
+        try encoder.setBitrate(64_000)
+        try encoder.setExpectedPacketLoss(percent: 30)
+        #expect(try encoder.encode(frame).count == 160)
+        #expect(encoder.bitrate == 64_000)
+        #expect(throws: MediaError.self) { try encoder.setExpectedPacketLoss(percent: 101) }
+    }
+
     @Test func bitrateLimits() throws {
         _ = try OpusEncoder(bitrate: OpusCodec.bitrateRange.lowerBound)
         _ = try OpusEncoder(bitrate: OpusCodec.bitrateRange.upperBound)

@@ -62,6 +62,32 @@ struct VP8Tests {
         #expect(pts == Array(0 ..< 10))
     }
 
+    /// Rate control follows `setBitrate` between frames; explicit pts must keep increasing.
+    @Test func bitrateChangesAndExplicitTimestamps() throws {
+        let picture = try ColorConversion.scale(try Fixtures.screen("screen-code"), width: 640, height: 360)
+        let encoder = try VP8Encoder(width: 640, height: 360, bitrate: 200_000)
+        func scrolledBytes(_ frames: Range<Int>) throws -> Int {
+            var total = 0
+            for i in frames {
+                var moving = picture
+                let shift = (i * 2 % 360) * 640
+                moving.y = Array(picture.y[shift...] + picture.y[..<shift])
+                total += try encoder.encode(moving).reduce(0) { $0 + $1.data.count }
+            }
+            return total
+        }
+        _ = try scrolledBytes(0 ..< 30)
+        let low = try scrolledBytes(30 ..< 60)
+        try encoder.setBitrate(1_000_000)
+        _ = try scrolledBytes(60 ..< 75)
+        let high = try scrolledBytes(75 ..< 105)
+        #expect(Double(high) > 3 * Double(low), "\(low) → \(high) bytes per second")
+        #expect(throws: MediaError.self) { try encoder.setBitrate(VP8Encoder.bitrateRange.upperBound + 1) }
+        #expect(try encoder.encode(picture, pts: 200).first?.pts == 200)
+        #expect(try encoder.encode(picture).first?.pts == 201)
+        #expect(throws: MediaError.codec("VP8 pts 150 is not after the previous frame's 201")) { try encoder.encode(picture, pts: 150) }
+    }
+
     @Test func oddSizesRoundTrip() throws {
         let picture = try ColorConversion.scale(try Fixtures.screen("screen-code"), width: 333, height: 191)
         let (decoded, _) = try encodeStill(picture, bitrate: 400_000, frames: 5)
