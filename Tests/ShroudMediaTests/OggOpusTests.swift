@@ -235,6 +235,34 @@ struct FFmpegInteropTests {
         }
     }
 
+    /// The other direction: Shroud reads the Ogg Opus and IVF files ffmpeg writes (with libopus and
+    /// libvpx) and decodes them to the right length and size.
+    @Test func weReadFFmpegFiles() throws {
+        let opusPath = Fixtures.temporaryPath("ff.opus"), ivfPath = Fixtures.temporaryPath("ff.ivf")
+        defer {
+            try? FileManager.default.removeItem(atPath: opusPath)
+            try? FileManager.default.removeItem(atPath: ivfPath)
+        }
+        try Fixtures.run(["-v", "error", "-i", Fixtures.path("speech-48k-mono.wav"), "-c:a", "libopus", "-b:a", "32k", opusPath])
+        let ogg = try OggOpusReader(path: opusPath)
+        let speech = try Fixtures.speech()
+        #expect(ogg.head.channels == 1 && ogg.sampleCount == speech.samples.count)
+        #expect(ogg.vendor.hasPrefix("Lavf") && !ogg.comments.isEmpty)
+        let decoder = try OpusDecoder()
+        var decoded = 0
+        for packet in ogg.packets { decoded += try decoder.decode(packet).count }
+        #expect(decoded >= ogg.sampleCount + ogg.head.preSkip)
+
+        try Fixtures.run(["-v", "error", "-i", Fixtures.path("screen-ui.png"), "-vf", "scale=320:180,loop=9:1:0",
+                          "-pix_fmt", "yuv420p", "-c:v", "libvpx", "-b:v", "300k", "-f", "ivf", ivfPath])
+        var ivf = try IVFReader(path: ivfPath)
+        #expect(ivf.width == 320 && ivf.height == 180)
+        let frames = try ivf.readAll()
+        #expect(frames.count == 10 && frames[0].isKeyframe)
+        let vp8 = try VP8Decoder()
+        for frame in frames { #expect(try vp8.decode(frame.data).first?.width == 320) }
+    }
+
     /// A file-based writer produces the same bytes as the in-memory one, and ffprobe-level
     /// metadata (channels, duration) is what we declared.
     @Test func ffmpegReadsStereoOggOpusFile() throws {

@@ -89,6 +89,17 @@ struct VP8Tests {
         #expect(throws: MediaError.codec("VP8 pts 150 is not after the previous frame's 201")) { try encoder.encode(picture, pts: 150) }
     }
 
+    /// Two threads (token partitions on) decode to the same quality class as one.
+    @Test func twoThreads() throws {
+        let picture = try ColorConversion.scale(try Fixtures.screen("screen-ui"), width: 1280, height: 720)
+        let encoder = try VP8Encoder(width: 1280, height: 720, bitrate: 1_200_000, threads: 2)
+        let decoder = try VP8Decoder(threads: 2)
+        var last: I420Frame?
+        for _ in 0 ..< 30 { for p in try encoder.encode(picture) { last = try decoder.decode(p.data).last } }
+        #expect(try PictureQuality(reference: picture, reconstruction: try #require(last)).lumaPSNR >= 35)
+        #expect(throws: MediaError.self) { try VP8Decoder(threads: VP8Encoder.threadRange.upperBound + 1) }
+    }
+
     @Test func oddSizesRoundTrip() throws {
         let picture = try ColorConversion.scale(try Fixtures.screen("screen-code"), width: 333, height: 191)
         let (decoded, _) = try encodeStill(picture, bitrate: 400_000, frames: 5)
