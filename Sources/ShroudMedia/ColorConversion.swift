@@ -45,6 +45,7 @@ public enum ColorConversion {
 
     /// Converts an I420 frame into tightly packed 32-bpp BGRA (alpha 255), ready for an X11 image.
     public static func i420ToBGRA(_ frame: I420Frame) throws -> [UInt8] {
+        try frame.checkPlanes()
         var out = [UInt8](repeating: 0, count: frame.width * frame.height * bytesPerPixel)
         let result = frame.y.withUnsafeBufferPointer { y in
             frame.u.withUnsafeBufferPointer { u in
@@ -77,6 +78,7 @@ public enum ColorConversion {
 
     /// Scales an I420 frame to another size (for example 1920x1080 to 640x360 for a low layer).
     public static func scale(_ frame: I420Frame, width: Int, height: Int, filter: ScaleFilter = .box) throws -> I420Frame {
+        try frame.checkPlanes()
         var out = try I420Frame(width: width, height: height)
         if width == frame.width, height == frame.height { return frame }
         let outChroma = out.chromaWidth

@@ -60,6 +60,16 @@ public struct I420Frame: Sendable, Equatable {
         self.v = [UInt8](repeating: cr, count: sizes.chroma)
     }
 
+    /// Checks that the planes still have the sizes the dimensions call for. The planes are `var`
+    /// so callers can edit pixels in place; every consumer that hands them to C calls this first,
+    /// so a plane replaced by one of the wrong length is an error rather than an out-of-bounds read.
+    public func checkPlanes() throws {
+        let sizes = Self.planeSizes(width: width, height: height)
+        guard y.count == sizes.luma, u.count == sizes.chroma, v.count == sizes.chroma else {
+            throw MediaError.codec("I420 planes for \(width)x\(height) must be \(sizes.luma)/\(sizes.chroma)/\(sizes.chroma) bytes, got \(y.count)/\(u.count)/\(v.count)")
+        }
+    }
+
     /// The three planes one after the other, as Y4M and raw `yuv420p` store them.
     public var packedBytes: [UInt8] { y + u + v }
 
@@ -90,6 +100,8 @@ public struct PictureQuality: Sendable, Equatable {
         guard reference.width == reconstruction.width, reference.height == reconstruction.height else {
             throw MediaError.codec("cannot compare \(reference.width)x\(reference.height) with \(reconstruction.width)x\(reconstruction.height)")
         }
+        try reference.checkPlanes()
+        try reconstruction.checkPlanes()
         let lumaError = Self.squaredError(reference.y, reconstruction.y)
         let chromaError = Self.squaredError(reference.u, reconstruction.u) + Self.squaredError(reference.v, reconstruction.v)
         lumaPSNR = Self.psnr(squaredError: lumaError, samples: reference.y.count)

@@ -158,6 +158,7 @@ public final class VP8Encoder {
         guard frame.width == width, frame.height == height else {
             throw MediaError.codec("VP8 encoder is \(width)x\(height), frame is \(frame.width)x\(frame.height)")
         }
+        try frame.checkPlanes()
         let pts = explicitPTS ?? nextPTS
         guard pts >= nextPTS else {
             throw MediaError.codec("VP8 pts \(pts) is not after the previous frame's \(nextPTS - 1)")

@@ -126,6 +126,7 @@ public final class Y4MWriter {
         guard frame.width == width, frame.height == height else {
             throw MediaError.file("Y4M: file is \(width)x\(height), frame is \(frame.width)x\(frame.height)")
         }
+        try frame.checkPlanes()
         var out: [UInt8] = Array("FRAME\n".utf8)
         out.reserveCapacity(6 + frame.byteCount)
         out += frame.y; out += frame.u; out += frame.v

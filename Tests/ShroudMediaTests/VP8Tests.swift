@@ -119,6 +119,17 @@ struct VP8Tests {
         }
     }
 
+    /// Planes are editable, but a plane of the wrong length never reaches C.
+    @Test func editedPlanesOfTheWrongSizeAreRejected() throws {
+        var frame = try I420Frame(width: 64, height: 64)
+        frame.y.removeLast()
+        let reason = "I420 planes for 64x64 must be 4096/1024/1024 bytes, got 4095/1024/1024"
+        #expect(throws: MediaError.codec(reason)) { try VP8Encoder(width: 64, height: 64, bitrate: 500_000).encode(frame) }
+        #expect(throws: MediaError.codec(reason)) { try ColorConversion.scale(frame, width: 32, height: 32) }
+        #expect(throws: MediaError.codec(reason)) { try ColorConversion.i420ToBGRA(frame) }
+        #expect(throws: MediaError.codec(reason)) { try Y4MWriter(width: 64, height: 64, fps: 30).write(frame) }
+    }
+
     /// Corrupt or truncated frames from the network give an error, never a crash.
     @Test func corruptFramesAreErrors() throws {
         let picture = try ColorConversion.scale(try Fixtures.screen("screen-text"), width: 640, height: 360)
