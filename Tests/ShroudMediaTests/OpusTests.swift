@@ -155,6 +155,14 @@ struct OpusTests {
         #expect(throws: MediaError.self) { try encoder.setBitrate(5_999) }
     }
 
+    /// A packet may hold up to 120 ms (5760 samples): six 20 ms frames in a code-3 packet pass,
+    /// seven are rejected from the table of contents alone.
+    @Test func packetDurationLimit() throws {
+        let toc: UInt8 = 31 << 3 | 3   // CELT fullband 20 ms, code 3 (frame count follows)
+        #expect(try OpusCodec.samplesPerChannel(inPacket: [toc, 6]) == OpusCodec.maxSamplesPerChannelPerPacket)
+        #expect(throws: MediaError.codec("malformed Opus packet: corrupted stream")) { try OpusCodec.samplesPerChannel(inPacket: [toc, 7]) }
+    }
+
     @Test func wrongFrameSizeIsAnError() throws {
         let encoder = try OpusEncoder(channels: 2, frameDuration: .ms10)
         #expect(encoder.samplesPerFrame == 960)

@@ -112,6 +112,10 @@ struct VP8Tests {
         #expect(throws: MediaError.self) { try VP8Encoder(width: I420Frame.maxDimension + 1, height: 16, bitrate: 500_000) }
         #expect(throws: MediaError.self) { try VP8Encoder(width: 64, height: 64, bitrate: VP8Encoder.bitrateRange.lowerBound - 1) }
         #expect(throws: MediaError.self) { try VP8Encoder(width: 64, height: 64, bitrate: 500_000, cpuUsed: 17) }
+        _ = try VP8Encoder(width: 64, height: 64, bitrate: 500_000, fps: VP8Encoder.fpsRange.upperBound)
+        #expect(throws: MediaError.codec("VP8 fps 121 is outside 1...120")) { try VP8Encoder(width: 64, height: 64, bitrate: 500_000, fps: 121) }
+        #expect(throws: MediaError.self) { try VP8Encoder(width: 64, height: 64, bitrate: 500_000, fps: 0) }
+        _ = try VP8Encoder(width: 64, height: 64, bitrate: VP8Encoder.bitrateRange.upperBound)
         _ = try VP8Encoder(width: 64, height: 64, bitrate: VP8Encoder.bitrateRange.lowerBound, cpuUsed: -16)
         let encoder = try VP8Encoder(width: 64, height: 64, bitrate: 500_000)
         #expect(throws: MediaError.codec("VP8 encoder is 64x64, frame is 32x32")) {
