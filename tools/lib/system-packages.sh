@@ -36,3 +36,9 @@ SHROUD_BUILD_PACKAGES=(
 SHROUD_TEST_PACKAGES=(
     xvfb x11-utils pulseaudio alsa-utils libasound2-plugins ffmpeg
 )
+
+# What tools/make-fixtures needs to recreate media-fixtures/ (the tests only read the committed
+# files): speech synthesis, resampling, and text rendering with the DejaVu fonts.
+SHROUD_FIXTURE_PACKAGES=(
+    espeak-ng sox imagemagick fonts-dejavu-core
+)
