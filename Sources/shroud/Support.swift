@@ -62,13 +62,7 @@ struct Failure: Error, CustomStringConvertible {
 
 /// The one-line reason of any error.
 func oneLine(_ error: Error) -> String {
-    let text: String
-    if let custom = error as? CustomStringConvertible {
-        text = custom.description
-    } else {
-        text = (error as NSError).localizedDescription
-    }
-    return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " ")
 }
 
 /// Writes results either for people (plain lines) or for scripts (one JSON object per line).

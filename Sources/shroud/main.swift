@@ -27,11 +27,7 @@ do {
 
 do {
     var command = parsed
-    if var asyncCommand = command as? AsyncParsableCommand {
-        try await asyncCommand.run()
-    } else {
-        try command.run()
-    }
+    try command.run()
 } catch let code as ExitCode {
     exit(code.rawValue)
 } catch let error as ValidationError {
