@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "CX11"]),
         .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
         .testTarget(name: "ShroudNetTests", dependencies: [
             "ShroudNet", "ShroudRelayCore",
