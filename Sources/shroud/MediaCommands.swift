@@ -1,0 +1,260 @@
+import ArgumentParser
+import Foundation
+import ShroudMedia
+
+extension VideoQuality: ExpressibleByArgument {}
+
+/// `shroud devices`: what this machine can capture from and play to.
+struct DevicesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "devices", abstract: "List ALSA audio devices and X11 displays.")
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let audio = availableAudioDevices()
+        let displays = X11Display.availableDisplays()
+        if global.json {
+            for device in audio {
+                global.output.emit(nil, ["kind": "audio", "name": device.name, "description": device.description,
+                                         "directions": device.directions.rawValue])
+            }
+            for display in displays {
+                var fields: [String: Any] = ["kind": "display", "name": display.name, "shared_memory": display.offersSharedMemory]
+                if let size = display.screenSize { fields["width"] = size.width; fields["height"] = size.height }
+                global.output.emit(nil, fields)
+            }
+            return
+        }
+        print("Audio devices (ALSA):")
+        if audio.isEmpty { print("  none") }
+        let nameWidth = min(32, audio.map(\.name.count).max() ?? 0)
+        for device in audio {
+            print("  \(device.name.padding(toLength: max(nameWidth, device.name.count), withPad: " ", startingAt: 0))  \(device.directions.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0))  \(device.description)")
+        }
+        print("X11 displays:")
+        if displays.isEmpty { print("  none") }
+        for display in displays {
+            let size = display.screenSize.map { "\($0)" } ?? "cannot open"
+            print("  \(display.name)  \(size)\(display.offersSharedMemory ? "  MIT-SHM" : "")")
+        }
+    }
+}
+
+struct MediaCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "media",
+        abstract: "Record from the screen or an audio device to files, to test them before a call.",
+        subcommands: [RecordScreen.self, RecordAudio.self])
+
+    struct RecordScreen: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "record-screen",
+            abstract: "Capture an X11 screen or window to VP8 (.ivf) or raw I420 (.y4m).")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "X11 display, e.g. :0 (default: $DISPLAY).") var display: String?
+        @Option(help: ArgumentHelp("Capture one window by its X id (decimal or 0x hex) instead of the whole screen.", valueName: "ID"))
+        var window: String?
+        @Option(help: "Picture height: 360p, 720p or 1080p (never enlarged).") var quality: VideoQuality = .p1080
+        @Option(help: "Frames per second (1-120).") var fps: Int = 30
+        @Option(help: "Seconds to record.") var duration: Double = 5
+        @Option(help: ArgumentHelp("VP8 bitrate in kbit/s (default: 500, 1200 or 2500 by quality).", valueName: "KBPS"))
+        var bitrate: Int?
+        @Option(help: ArgumentHelp("Output file: .ivf (VP8) or .y4m (uncompressed).", valueName: "FILE")) var out: String
+
+        func validate() throws {
+            guard FramePacer.frameRates.contains(fps) else { throw ValidationError("--fps must be between 1 and 120") }
+            guard duration > 0, duration <= 24 * 3600 else { throw ValidationError("--duration must be a positive number of seconds") }
+            guard out.hasSuffix(".ivf") || out.hasSuffix(".y4m") else { throw ValidationError("--out must end in .ivf or .y4m") }
+            if let bitrate { guard bitrate >= 50, bitrate <= 50_000 else { throw ValidationError("--bitrate must be 50-50000 kbit/s") } }
+            if let window { guard parseWindowID(window) != nil else { throw ValidationError("--window must be a window id like 0x1e00007") } }
+        }
+
+        func run() throws {
+            let x = try X11Display(name: display)
+            let source: CaptureSource = window.flatMap(parseWindowID).map { .window($0) } ?? .rootWindow
+            let capture = try PacedScreenCapture(capturer: ScreenCapturer(display: x, source: source), framesPerSecond: fps)
+            let converter = ScreenPictureConverter(quality: quality)
+            let frameLimit = Int((Double(fps) * duration).rounded())
+            var recorder: ScreenFileRecorder?
+            var first: UInt64?
+            var frames = 0
+            let started = Date()
+            while frames < frameLimit {
+                let stop = try capture.withNextFrame { frame, takenAt -> Bool in
+                    let start = first ?? takenAt
+                    first = start
+                    let elapsed = takenAt - start
+                    // The wall clock, not the frame count, ends a recording that falls behind.
+                    if Double(elapsed) / 1e9 >= duration { return true }
+                    let picture = try converter.picture(from: frame)
+                    if recorder == nil {
+                        recorder = try ScreenFileRecorder(path: out, width: picture.width, height: picture.height, fps: fps,
+                                                          bitrate: bitrate.map { $0 * 1000 } ?? quality.defaultBitrate)
+                    }
+                    // Presentation time from the capture time, so skipped slots keep real timing.
+                    let pts = Int64((Double(elapsed) * Double(fps) / 1e9).rounded())
+                    try recorder?.write(picture, pts: pts)
+                    return false
+                }
+                if stop { break }
+                frames += 1
+            }
+            guard let recorder else { throw Failure("no frame was captured") }
+            let bytes = try recorder.finish()
+            let seconds = Date().timeIntervalSince(started)
+            let size = "\(recorder.width)x\(recorder.height)"
+            global.output.emit(
+                "Recorded \(frames) frames (\(size), \(capture.pacer.framesSkipped) skipped, \(capture.capturer.method.rawValue)) in \(String(format: "%.1f", seconds)) s to \(out) (\(bytes) bytes)",
+                ["out": out, "frames": frames, "width": recorder.width, "height": recorder.height, "skipped": capture.pacer.framesSkipped,
+                 "method": capture.capturer.method.rawValue, "seconds": seconds, "bytes": bytes])
+        }
+    }
+
+    struct RecordAudio: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "record-audio",
+            abstract: "Encode audio from an ALSA device or a WAV file to Ogg Opus, as a call would send it.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: ArgumentHelp("ALSA capture device (e.g. default, hw:0) or a 48 kHz 16-bit WAV file.", valueName: "DEV|FILE.wav"))
+        var input: String = "default"
+        @Option(help: "Seconds to record (a WAV file: at most this much; default all of it; a device: default 5).")
+        var duration: Double?
+        @Option(help: ArgumentHelp("Opus bitrate in kbit/s (constant bitrate).", valueName: "KBPS")) var bitrate: Int = 32
+        @Option(help: "Channels: 1 (voice) or 2.") var channels: Int = 1
+        @Option(help: ArgumentHelp("Extra ALSA configuration to read (defines more devices).", valueName: "FILE"))
+        var alsaConfig: String?
+        @Option(help: ArgumentHelp("Output Ogg Opus file (.ogg or .opus).", valueName: "FILE")) var out: String
+
+        func validate() throws {
+            if let duration { guard duration > 0, duration <= 24 * 3600 else { throw ValidationError("--duration must be a positive number of seconds") } }
+            guard OpusCodec.bitrateRange.contains(bitrate * 1000) else { throw ValidationError("--bitrate must be 6-510 kbit/s") }
+            guard OpusCodec.channelRange.contains(channels) else { throw ValidationError("--channels must be 1 or 2") }
+            guard out.hasSuffix(".ogg") || out.hasSuffix(".opus") else { throw ValidationError("--out must end in .ogg or .opus") }
+        }
+
+        func run() throws {
+            let isFile = input.lowercased().hasSuffix(".wav")
+            let source: AudioSource = isFile
+                ? try WAVFileSource(path: input, channels: channels)
+                : try DeviceSource(device: input, channels: channels, configuration: alsaConfig.map { try ALSAConfiguration(contentsOfFile: $0) })
+            let limitSeconds = duration ?? (isFile ? Double.infinity : 5)
+            let encoder = try OpusEncoder(channels: channels, bitrate: bitrate * 1000)
+            let writer = try OggOpusWriter(path: out, channels: channels, preSkip: encoder.lookahead,
+                                           serialNumber: UInt32.random(in: 1...UInt32.max))
+            let frameSamples = OpusFrameDuration.ms20.samplesPerChannel
+            let sampleLimit = limitSeconds.isFinite ? Int(limitSeconds * Double(OpusCodec.sampleRate)) : Int.max
+            var samples = 0, packets = 0
+            while samples < sampleLimit, var block = try source.next(frames: min(frameSamples, sampleLimit - samples)) {
+                let frames = block.count / channels
+                samples += frames
+                if frames < frameSamples { block += [Int16](repeating: 0, count: (frameSamples - frames) * channels) }
+                try writer.write(try encoder.encode(block))
+                packets += 1
+            }
+            guard packets > 0 else { throw Failure("\(input) gave no audio") }
+            // The encoder delays its output by its lookahead (the pre-skip): encode silence until
+            // the last real sample has left the encoder, as RFC 7845 players expect.
+            while packets * frameSamples < samples + encoder.lookahead {
+                try writer.write(try encoder.encode([Int16](repeating: 0, count: frameSamples * channels)))
+                packets += 1
+            }
+            // The end granule marks the real end, so players drop the padding of the last packet.
+            try writer.finish(sampleCount: samples)
+            let seconds = Double(samples) / Double(OpusCodec.sampleRate)
+            global.output.emit(
+                "Recorded \(String(format: "%.2f", seconds)) s (\(packets) Opus packets, \(bitrate) kbit/s CBR) to \(out)",
+                ["out": out, "seconds": seconds, "packets": packets, "bitrate": bitrate * 1000,
+                 "xruns": (source as? DeviceSource)?.capture.stats.xruns ?? 0])
+        }
+    }
+}
+
+/// Writes converted screen pictures to .ivf (VP8) or .y4m.
+final class ScreenFileRecorder {
+    let width: Int, height: Int
+    private let ivf: IVFWriter?
+    private let y4m: Y4MWriter?
+    private let encoder: VP8Encoder?
+    private let path: String
+
+    init(path: String, width: Int, height: Int, fps: Int, bitrate: Int) throws {
+        self.path = path
+        self.width = width
+        self.height = height
+        if path.hasSuffix(".y4m") {
+            y4m = try Y4MWriter(path: path, width: width, height: height, fps: fps)
+            ivf = nil
+            encoder = nil
+        } else {
+            ivf = try IVFWriter(path: path, width: width, height: height, fps: fps)
+            encoder = try VP8Encoder(width: width, height: height, bitrate: bitrate, fps: fps)
+            y4m = nil
+        }
+    }
+
+    func write(_ picture: I420Frame, pts: Int64) throws {
+        guard picture.width == width, picture.height == height else {
+            throw Failure("the screen changed size during the recording (\(width)x\(height) → \(picture.width)x\(picture.height))")
+        }
+        if let y4m { try y4m.write(picture) }
+        if let encoder, let ivf {
+            for frame in try encoder.encode(picture, pts: pts) { try ivf.write(frame) }
+        }
+    }
+
+    /// Closes the file and returns its size in bytes.
+    func finish() throws -> Int {
+        try ivf?.finish()
+        try y4m?.finish()
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        return (attributes?[.size] as? Int) ?? 0
+    }
+}
+
+/// Blocks of interleaved 48 kHz samples.
+protocol AudioSource {
+    /// Up to `frames` frames, or nil at the end.
+    func next(frames: Int) throws -> [Int16]?
+}
+
+final class WAVFileSource: AudioSource {
+    private let samples: [Int16]
+    private let channels: Int
+    private var position = 0
+
+    init(path: String, channels: Int) throws {
+        let wav = try WAVReader(path: path)
+        guard wav.sampleRate == OpusCodec.sampleRate else {
+            throw Failure("\(path) is \(wav.sampleRate) Hz; Shroud records 48000 Hz (convert it first, e.g. with sox or ffmpeg)")
+        }
+        guard wav.channels == channels else {
+            throw Failure("\(path) has \(wav.channels) channel(s) but --channels is \(channels)")
+        }
+        samples = wav.samples
+        self.channels = channels
+    }
+
+    func next(frames: Int) throws -> [Int16]? {
+        guard position < samples.count else { return nil }
+        let end = min(samples.count, position + frames * channels)
+        defer { position = end }
+        return Array(samples[position..<end])
+    }
+}
+
+final class DeviceSource: AudioSource {
+    let capture: AudioCapture
+
+    init(device: String, channels: Int, configuration: ALSAConfiguration?) throws {
+        capture = try AudioCapture(device: device, format: try AudioFormat(channels: channels, periodMilliseconds: 20),
+                                   configuration: configuration)
+    }
+
+    func next(frames: Int) throws -> [Int16]? { try capture.read(frames: frames) }
+}
+
+/// Parses an X window id written in decimal or as 0x-prefixed hex.
+func parseWindowID(_ text: String) -> UInt? {
+    if text.lowercased().hasPrefix("0x") { return UInt(text.dropFirst(2), radix: 16) }
+    return UInt(text)
+}
