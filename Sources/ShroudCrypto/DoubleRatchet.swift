@@ -1,0 +1,407 @@
+import Crypto
+import ShroudWire
+
+/// One message of the header-encrypted Double Ratchet. Wire layout (v1), big-endian:
+///
+///     version        u8  = 1
+///     headerNonce    12   AES-GCM nonce of the header
+///     header         56   AES-256-GCM(HK, header plaintext) = 40-byte ciphertext ‖ 16-byte tag
+///     bodyLength     u32  16 ... maxBodyLength
+///     body           AES-256-GCM(message key, plaintext) = ciphertext ‖ 16-byte tag
+///
+/// Header plaintext (40 bytes): ratchetKey(32, X25519 public) ‖ previousChainLength u32 ‖ index u32.
+public struct RatchetMessage: Equatable, Sendable {
+    public static let version: UInt8 = 1
+    public static let headerPlaintextLength = 32 + 4 + 4
+    public static let encryptedHeaderLength = SessionPrimitives.nonceLength + headerPlaintextLength + SessionPrimitives.tagLength
+    /// Largest plaintext a ratchet message carries: text, signalling, keys (files travel P2P).
+    public static let maxPlaintextLength = 256 * 1024
+    public static let maxBodyLength = maxPlaintextLength + SessionPrimitives.tagLength
+    public static let fixedLength = 1 + encryptedHeaderLength + 4
+    public static let maxLength = fixedLength + maxBodyLength
+
+    public let encryptedHeader: [UInt8]  // nonce ‖ sealed header, 68 bytes
+    public let body: [UInt8]
+
+    public init(encryptedHeader: [UInt8], body: [UInt8]) {
+        self.encryptedHeader = encryptedHeader
+        self.body = body
+    }
+
+    public func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.fixedLength + body.count)
+        w.write(Self.version)
+        w.write(bytes: encryptedHeader)
+        w.write(UInt32(body.count))
+        w.write(bytes: body)
+        return w.bytes
+    }
+
+    public init(parsing bytes: [UInt8]) throws {
+        guard bytes.count <= Self.maxLength else {
+            throw WireError.tooLarge(field: "ratchet message", size: bytes.count, limit: Self.maxLength)
+        }
+        var r = ByteReader(bytes)
+        try r.expectVersion(Self.version, "ratchet message")
+        encryptedHeader = try r.readBytes(Self.encryptedHeaderLength, "encrypted header")
+        let length = Int(try r.readUInt32("body length"))
+        guard length >= SessionPrimitives.tagLength else {
+            throw WireError.invalid(field: "body length", reason: "\(length) is shorter than the 16-byte tag")
+        }
+        guard length <= Self.maxBodyLength else {
+            throw WireError.tooLarge(field: "ratchet message body", size: length, limit: Self.maxBodyLength)
+        }
+        body = try r.readBytes(length, "body")
+        try r.expectEnd("ratchet message")
+    }
+}
+
+/// The decrypted header of a ratchet message.
+struct RatchetHeader {
+    let ratchetKey: [UInt8]
+    let previousChainLength: UInt32
+    let index: UInt32
+
+    func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: RatchetMessage.headerPlaintextLength)
+        w.write(bytes: ratchetKey); w.write(previousChainLength); w.write(index)
+        return w.bytes
+    }
+
+    init(ratchetKey: [UInt8], previousChainLength: UInt32, index: UInt32) {
+        self.ratchetKey = ratchetKey
+        self.previousChainLength = previousChainLength
+        self.index = index
+    }
+
+    init(parsing bytes: [UInt8]) throws {
+        var r = ByteReader(bytes)
+        ratchetKey = try r.readBytes(32, "header ratchet key")
+        previousChainLength = try r.readUInt32("header previous chain length")
+        index = try r.readUInt32("header index")
+        try r.expectEnd("ratchet header")
+    }
+}
+
+/// A message key kept for a message that has not arrived yet.
+struct SkippedMessageKey {
+    let headerKey: SecureBytes
+    let index: UInt32
+    let messageKey: SecureBytes
+    /// Seconds since the Unix epoch when the key was stored; drives expiry.
+    let storedAt: UInt64
+}
+
+/// The Double Ratchet with header encryption (Signal's Double Ratchet specification, §4), as a value.
+///
+/// `decrypt` runs on a copy and assigns it back only after the body authenticated, so a forged,
+/// tampered, replayed or too-far-ahead message leaves the state exactly as it was (DESIGN.md §1.5).
+public struct DoubleRatchet {
+    /// Most message keys one chain may skip in one go (Signal's MAX_SKIP).
+    public static let maxSkipPerChain = 1000
+    /// Most skipped message keys held across all chains; beyond it the oldest are dropped.
+    public static let maxSkippedKeysTotal = 2000
+    /// Skipped keys older than this (seconds) are dropped and their messages no longer open.
+    public static let skippedKeyLifetime: UInt64 = 30 * 24 * 3600
+
+    public static let rootKdfInfo = Array("shroud/v1/ratchet/root".utf8)
+    public static let messageKdfInfo = Array("shroud/v1/ratchet/message".utf8)
+    public static let messageKdfSalt = [UInt8](repeating: 0, count: 32)
+
+    var ratchetSecret: SecureBytes
+    var ratchetPublicKey: [UInt8]
+    var remoteRatchetKey: [UInt8]?
+    var rootKey: SecureBytes
+    var sendingChainKey: SecureBytes?
+    var receivingChainKey: SecureBytes?
+    var sendingHeaderKey: SecureBytes?
+    var receivingHeaderKey: SecureBytes?
+    var nextSendingHeaderKey: SecureBytes
+    var nextReceivingHeaderKey: SecureBytes
+    var sendIndex: UInt32 = 0
+    var receiveIndex: UInt32 = 0
+    var previousSendCount: UInt32 = 0
+    var skipped: [SkippedMessageKey] = []
+
+    /// RatchetInitAliceHE: the initiator knows the responder's signed prekey as its first remote
+    /// ratchet key and can send at once.
+    public static func initiator(secrets: X3DH.SharedSecrets, remoteRatchetKey: [UInt8],
+                                 random: inout some RandomSource) throws -> DoubleRatchet {
+        let pair = SessionPrimitives.generateAgreementKeyPair(using: &random)
+        let (root, chain, nextHeader) = try rootStep(secrets.sharedKey, SessionPrimitives.agree(pair.secret, remoteRatchetKey))
+        var state = DoubleRatchet(ratchetSecret: pair.secret, ratchetPublicKey: pair.publicKey, rootKey: root,
+                                  nextSendingHeaderKey: nextHeader, nextReceivingHeaderKey: secrets.responderNextHeaderKey)
+        state.remoteRatchetKey = remoteRatchetKey
+        state.sendingChainKey = chain
+        state.sendingHeaderKey = secrets.initiatorHeaderKey
+        return state
+    }
+
+    /// RatchetInitBobHE: the responder's ratchet key pair is its signed prekey; it can send only
+    /// after the first message arrives.
+    public static func responder(secrets: X3DH.SharedSecrets, signedPreKey: SignedPreKey) -> DoubleRatchet {
+        DoubleRatchet(ratchetSecret: signedPreKey.secret, ratchetPublicKey: signedPreKey.publicKey, rootKey: secrets.sharedKey,
+                      nextSendingHeaderKey: secrets.responderNextHeaderKey, nextReceivingHeaderKey: secrets.initiatorHeaderKey)
+    }
+
+    init(ratchetSecret: SecureBytes, ratchetPublicKey: [UInt8], rootKey: SecureBytes,
+         nextSendingHeaderKey: SecureBytes, nextReceivingHeaderKey: SecureBytes) {
+        self.ratchetSecret = ratchetSecret
+        self.ratchetPublicKey = ratchetPublicKey
+        self.rootKey = rootKey
+        self.nextSendingHeaderKey = nextSendingHeaderKey
+        self.nextReceivingHeaderKey = nextReceivingHeaderKey
+    }
+
+    /// KDF_RK_HE: HKDF-SHA256(salt = root key, ikm = DH output, info = rootKdfInfo, L = 96)
+    /// → new root key ‖ chain key ‖ next header key.
+    static func rootStep(_ rootKey: SecureBytes, _ dhOutput: SecureBytes) throws -> (SecureBytes, SecureBytes, SecureBytes) {
+        let out = SessionPrimitives.hkdf(ikm: dhOutput, salt: rootKey.bytes, info: rootKdfInfo, outputLength: 96)
+        let p = SessionPrimitives.split(out, [32, 32, 32])
+        return (p[0], p[1], p[2])
+    }
+
+    /// Per-message keys: HKDF-SHA256(salt = 32 × 0x00, ikm = message key, info = messageKdfInfo, L = 56)
+    /// → body key(32) ‖ body nonce(12) ‖ header nonce(12). Message keys are unique per message, so
+    /// each nonce is used once under its key; the header nonce is a PRF output of a unique key, which
+    /// is as good as a random 96-bit nonce under the header key (which changes every DH step).
+    struct MessageKeys {
+        let bodyKey: SymmetricKey
+        let bodyNonce: [UInt8]
+        let headerNonce: [UInt8]
+    }
+
+    static func messageKeys(_ messageKey: SecureBytes) -> MessageKeys {
+        let ikm = SessionPrimitives.symmetricKey(messageKey)
+        let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: ikm, salt: messageKdfSalt, info: messageKdfInfo, outputByteCount: 56)
+        return derived.withUnsafeBytes { raw in
+            MessageKeys(bodyKey: SymmetricKey(data: UnsafeRawBufferPointer(rebasing: raw[0..<32])),
+                        bodyNonce: Array(raw[32..<44]), headerNonce: Array(raw[44..<56]))
+        }
+    }
+
+    /// Header AEAD associated data = version ‖ session AD; body AD = session AD ‖ version ‖ encrypted header.
+    static func headerAssociatedData(_ ad: [UInt8]) -> [UInt8] { [RatchetMessage.version] + ad }
+
+    static func bodyAssociatedData(_ ad: [UInt8], _ encryptedHeader: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(ad.count + 1 + encryptedHeader.count)
+        out.append(contentsOf: ad)
+        out.append(RatchetMessage.version)
+        out.append(contentsOf: encryptedHeader)
+        return out
+    }
+
+    public var canSend: Bool { sendingChainKey != nil && sendingHeaderKey != nil }
+
+    /// RatchetEncryptHE.
+    public mutating func encrypt(_ plaintext: [UInt8], associatedData: [UInt8]) throws -> RatchetMessage {
+        guard plaintext.count <= RatchetMessage.maxPlaintextLength else {
+            throw CryptoError.limitExceeded("message of \(plaintext.count) bytes exceeds \(RatchetMessage.maxPlaintextLength)")
+        }
+        guard let chainKey = sendingChainKey, let headerKey = sendingHeaderKey else {
+            throw CryptoError.invalidInput("this session cannot send before it has received the first message")
+        }
+        // Keys rotate with every DH step; a chain this long must not wrap its index (DESIGN.md §1.4).
+        guard sendIndex < UInt32.max else { throw CryptoError.limitExceeded("sending chain exhausted; wait for a reply") }
+        let (nextChain, messageKey) = SessionPrimitives.chainStep(chainKey)
+        let keys = Self.messageKeys(messageKey)
+        let header = RatchetHeader(ratchetKey: ratchetPublicKey, previousChainLength: previousSendCount, index: sendIndex)
+        let sealedHeader = try SessionPrimitives.seal(key: SessionPrimitives.symmetricKey(headerKey), nonce: keys.headerNonce,
+                                                      plaintext: header.serialize(),
+                                                      associatedData: Self.headerAssociatedData(associatedData))
+        let encryptedHeader = keys.headerNonce + sealedHeader
+        let body = try SessionPrimitives.seal(key: keys.bodyKey, nonce: keys.bodyNonce, plaintext: plaintext,
+                                              associatedData: Self.bodyAssociatedData(associatedData, encryptedHeader))
+        sendingChainKey = nextChain
+        sendIndex += 1
+        return RatchetMessage(encryptedHeader: encryptedHeader, body: body)
+    }
+
+    /// RatchetDecryptHE, committing only on success.
+    public mutating func decrypt(_ message: RatchetMessage, associatedData: [UInt8], now: UInt64,
+                                 random: inout some RandomSource) throws -> [UInt8] {
+        var working = self
+        let plaintext = try working.decryptInPlace(message, associatedData: associatedData, now: now, random: &random)
+        self = working
+        return plaintext
+    }
+
+    static func openHeader(_ message: RatchetMessage, headerKey: SecureBytes, associatedData: [UInt8]) -> RatchetHeader? {
+        let nonce = Array(message.encryptedHeader[0..<SessionPrimitives.nonceLength])
+        guard let plain = try? SessionPrimitives.open(
+            key: SessionPrimitives.symmetricKey(headerKey), nonce: nonce,
+            sealed: message.encryptedHeader[SessionPrimitives.nonceLength...],
+            associatedData: headerAssociatedData(associatedData), what: "header") else { return nil }
+        return try? RatchetHeader(parsing: plain)
+    }
+
+    private func openBody(_ message: RatchetMessage, messageKey: SecureBytes, header: RatchetHeader,
+                          associatedData: [UInt8]) throws -> [UInt8] {
+        let keys = Self.messageKeys(messageKey)
+        // The header nonce is bound to the message key: a header moved onto another body fails here.
+        guard constantTimeEquals(keys.headerNonce, Array(message.encryptedHeader[0..<SessionPrimitives.nonceLength])) else {
+            throw CryptoError.authenticationFailed("message header does not belong to this message key")
+        }
+        return try SessionPrimitives.open(key: keys.bodyKey, nonce: keys.bodyNonce, sealed: message.body[...],
+                                          associatedData: Self.bodyAssociatedData(associatedData, message.encryptedHeader),
+                                          what: "message")
+    }
+
+    mutating func decryptInPlace(_ message: RatchetMessage, associatedData: [UInt8], now: UInt64,
+                                 random: inout some RandomSource) throws -> [UInt8] {
+        expireSkippedKeys(now: now)
+        if let plaintext = try trySkippedKeys(message, associatedData: associatedData) { return plaintext }
+
+        var header: RatchetHeader
+        var stepRatchet = false
+        if let hk = receivingHeaderKey, let h = Self.openHeader(message, headerKey: hk, associatedData: associatedData) {
+            header = h
+        } else if let h = Self.openHeader(message, headerKey: nextReceivingHeaderKey, associatedData: associatedData) {
+            header = h
+            stepRatchet = true
+        } else {
+            throw CryptoError.authenticationFailed("message header opens under no current, next or skipped header key")
+        }
+        if stepRatchet {
+            try skipMessageKeys(until: header.previousChainLength, now: now)
+            try dhRatchetStep(header, random: &random)
+        }
+        guard header.index >= receiveIndex else {
+            throw CryptoError.authenticationFailed("duplicate message: index \(header.index) was already received")
+        }
+        try skipMessageKeys(until: header.index, now: now)
+        guard let chainKey = receivingChainKey else {
+            throw CryptoError.authenticationFailed("no receiving chain for this header")
+        }
+        let (nextChain, messageKey) = SessionPrimitives.chainStep(chainKey)
+        let plaintext = try openBody(message, messageKey: messageKey, header: header, associatedData: associatedData)
+        receivingChainKey = nextChain
+        receiveIndex = header.index &+ 1
+        return plaintext
+    }
+
+    /// TrySkippedMessageKeysHE: trial-decrypts the header under each distinct header key that has
+    /// skipped keys, newest chain first.
+    private mutating func trySkippedKeys(_ message: RatchetMessage, associatedData: [UInt8]) throws -> [UInt8]? {
+        guard !skipped.isEmpty else { return nil }
+        var tried: [SecureBytes] = []
+        for entry in skipped.reversed() {
+            if tried.contains(where: { $0 === entry.headerKey || $0.constantTimeEquals(entry.headerKey) }) { continue }
+            tried.append(entry.headerKey)
+            guard let header = Self.openHeader(message, headerKey: entry.headerKey, associatedData: associatedData) else { continue }
+            guard let position = skipped.firstIndex(where: {
+                $0.index == header.index && ($0.headerKey === entry.headerKey || $0.headerKey.constantTimeEquals(entry.headerKey))
+            }) else {
+                // The chain that has skipped keys may also be the current receiving chain: a new
+                // index there is for the normal path, which also refuses duplicates.
+                return nil
+            }
+            let plaintext = try openBody(message, messageKey: skipped[position].messageKey, header: header,
+                                         associatedData: associatedData)
+            skipped.remove(at: position)
+            return plaintext
+        }
+        return nil
+    }
+
+    /// SkipMessageKeysHE, with the per-chain limit and the total cap.
+    private mutating func skipMessageKeys(until: UInt32, now: UInt64) throws {
+        guard until > receiveIndex else { return }
+        guard Int(until) - Int(receiveIndex) <= Self.maxSkipPerChain else {
+            throw CryptoError.limitExceeded(
+                "message would skip \(Int(until) - Int(receiveIndex)) keys, more than \(Self.maxSkipPerChain)")
+        }
+        guard var chainKey = receivingChainKey, let headerKey = receivingHeaderKey else { return }
+        while receiveIndex < until {
+            let (next, messageKey) = SessionPrimitives.chainStep(chainKey)
+            skipped.append(SkippedMessageKey(headerKey: headerKey, index: receiveIndex, messageKey: messageKey, storedAt: now))
+            chainKey = next
+            receiveIndex += 1
+        }
+        receivingChainKey = chainKey
+        if skipped.count > Self.maxSkippedKeysTotal {
+            skipped.removeFirst(skipped.count - Self.maxSkippedKeysTotal)
+        }
+    }
+
+    /// Drops skipped keys older than `skippedKeyLifetime`. Runs inside a committed decrypt, or
+    /// explicitly from housekeeping.
+    public mutating func expireSkippedKeys(now: UInt64) {
+        skipped.removeAll { now > $0.storedAt && now - $0.storedAt > Self.skippedKeyLifetime }
+    }
+
+    /// DHRatchetHE.
+    private mutating func dhRatchetStep(_ header: RatchetHeader, random: inout some RandomSource) throws {
+        previousSendCount = sendIndex
+        sendIndex = 0
+        receiveIndex = 0
+        sendingHeaderKey = nextSendingHeaderKey
+        receivingHeaderKey = nextReceivingHeaderKey
+        remoteRatchetKey = header.ratchetKey
+        let (root1, receiving, nextReceiving) = try Self.rootStep(rootKey, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
+        receivingChainKey = receiving
+        nextReceivingHeaderKey = nextReceiving
+        let pair = SessionPrimitives.generateAgreementKeyPair(using: &random)
+        ratchetSecret = pair.secret
+        ratchetPublicKey = pair.publicKey
+        let (root2, sending, nextSending) = try Self.rootStep(root1, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
+        rootKey = root2
+        sendingChainKey = sending
+        nextSendingHeaderKey = nextSending
+    }
+
+    public var skippedKeyCount: Int { skipped.count }
+
+    // MARK: Serialization (inside SessionRecord)
+
+    /// Layout: ratchetSecret 32 ‖ remoteRatchetKey opt32 ‖ rootKey 32 ‖ sendingChainKey opt32 ‖
+    /// receivingChainKey opt32 ‖ sendingHeaderKey opt32 ‖ receivingHeaderKey opt32 ‖
+    /// nextSendingHeaderKey 32 ‖ nextReceivingHeaderKey 32 ‖ sendIndex u32 ‖ receiveIndex u32 ‖
+    /// previousSendCount u32 ‖ skippedCount u32 ‖ skippedCount × (headerKey 32 ‖ index u32 ‖
+    /// messageKey 32 ‖ storedAt u64). "opt32" is a 0/1 presence byte then 32 bytes when present.
+    func serialize(into w: inout ByteWriter) {
+        w.write(secure: ratchetSecret)
+        w.writeOptional(remoteRatchetKey)
+        w.write(secure: rootKey)
+        w.writeOptional(secure: sendingChainKey)
+        w.writeOptional(secure: receivingChainKey)
+        w.writeOptional(secure: sendingHeaderKey)
+        w.writeOptional(secure: receivingHeaderKey)
+        w.write(secure: nextSendingHeaderKey)
+        w.write(secure: nextReceivingHeaderKey)
+        w.write(sendIndex); w.write(receiveIndex); w.write(previousSendCount)
+        w.write(UInt32(skipped.count))
+        for entry in skipped {
+            w.write(secure: entry.headerKey); w.write(entry.index); w.write(secure: entry.messageKey); w.write(entry.storedAt)
+        }
+    }
+
+    init(reading r: inout ByteReader) throws {
+        ratchetSecret = try r.readSecure(32, "ratchet secret")
+        ratchetPublicKey = SessionPrimitives.agreementPublicKey(ratchetSecret)
+        remoteRatchetKey = try r.readOptionalBytes(32, "remote ratchet key")
+        rootKey = try r.readSecure(32, "root key")
+        sendingChainKey = try r.readOptionalSecure(32, "sending chain key")
+        receivingChainKey = try r.readOptionalSecure(32, "receiving chain key")
+        sendingHeaderKey = try r.readOptionalSecure(32, "sending header key")
+        receivingHeaderKey = try r.readOptionalSecure(32, "receiving header key")
+        nextSendingHeaderKey = try r.readSecure(32, "next sending header key")
+        nextReceivingHeaderKey = try r.readSecure(32, "next receiving header key")
+        sendIndex = try r.readUInt32("send index")
+        receiveIndex = try r.readUInt32("receive index")
+        previousSendCount = try r.readUInt32("previous send count")
+        let count = Int(try r.readUInt32("skipped key count"))
+        guard count <= Self.maxSkippedKeysTotal else {
+            throw WireError.tooLarge(field: "skipped keys", size: count, limit: Self.maxSkippedKeysTotal)
+        }
+        skipped = []
+        skipped.reserveCapacity(count)
+        for _ in 0..<count {
+            skipped.append(SkippedMessageKey(headerKey: try r.readSecure(32, "skipped header key"),
+                                             index: try r.readUInt32("skipped index"),
+                                             messageKey: try r.readSecure(32, "skipped message key"),
+                                             storedAt: try r.readUInt64("skipped stored at")))
+        }
+    }
+}
