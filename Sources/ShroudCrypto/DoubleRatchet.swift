@@ -1,4 +1,5 @@
 import Crypto
+import CSodium
 import ShroudWire
 
 /// One message of the header-encrypted Double Ratchet. Wire layout (v1), big-endian:
@@ -112,8 +113,8 @@ public struct DoubleRatchet {
     var ratchetPublicKey: [UInt8]
     var remoteRatchetKey: [UInt8]?
     var rootKey: SecureBytes
-    var sendingChainKey: SecureBytes?
-    var receivingChainKey: SecureBytes?
+    var sendingChainKey: ChainKey?
+    var receivingChainKey: ChainKey?
     var sendingHeaderKey: SecureBytes?
     var receivingHeaderKey: SecureBytes?
     var nextSendingHeaderKey: SecureBytes
@@ -132,7 +133,7 @@ public struct DoubleRatchet {
         var state = DoubleRatchet(ratchetSecret: pair.secret, ratchetPublicKey: pair.publicKey, rootKey: root,
                                   nextSendingHeaderKey: nextHeader, nextReceivingHeaderKey: secrets.responderNextHeaderKey)
         state.remoteRatchetKey = remoteRatchetKey
-        state.sendingChainKey = chain
+        state.sendingChainKey = ChainKey(chain)
         state.sendingHeaderKey = secrets.initiatorHeaderKey
         return state
     }
@@ -156,7 +157,7 @@ public struct DoubleRatchet {
     /// KDF_RK_HE: HKDF-SHA256(salt = root key, ikm = DH output, info = rootKdfInfo, L = 96)
     /// → new root key ‖ chain key ‖ next header key.
     static func rootStep(_ rootKey: SecureBytes, _ dhOutput: SecureBytes) throws -> (SecureBytes, SecureBytes, SecureBytes) {
-        let out = SessionPrimitives.hkdf(ikm: dhOutput, salt: rootKey.bytes, info: rootKdfInfo, outputLength: 96)
+        let out = SessionPrimitives.hkdf(ikm: dhOutput, secretSalt: rootKey, info: rootKdfInfo, outputLength: 96)
         let p = SessionPrimitives.split(out, [32, 32, 32])
         return (p[0], p[1], p[2])
     }
@@ -165,19 +166,26 @@ public struct DoubleRatchet {
     /// → body key(32) ‖ body nonce(12) ‖ header nonce(12). Message keys are unique per message, so
     /// each nonce is used once under its key; the header nonce is a PRF output of a unique key, which
     /// is as good as a random 96-bit nonce under the header key (which changes every DH step).
+    static let messageKeysLength = 56
+
+    /// Expands a message key (raw) into body key ‖ body nonce ‖ header nonce (raw, 56 bytes).
+    static func messageKeys(_ messageKey: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        messageKdfSalt.withUnsafeBytes { salt in
+            messageKdfInfo.withUnsafeBytes { info in SessionPrimitives.hkdf(salt: salt, ikm: messageKey, info: info, into: out) }
+        }
+    }
+
+    /// The same expansion as values, for tests and vectors.
     struct MessageKeys {
-        let bodyKey: SymmetricKey
+        let bodyKey: [UInt8]
         let bodyNonce: [UInt8]
         let headerNonce: [UInt8]
     }
 
     static func messageKeys(_ messageKey: SecureBytes) -> MessageKeys {
-        let ikm = SessionPrimitives.symmetricKey(messageKey)
-        let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: ikm, salt: messageKdfSalt, info: messageKdfInfo, outputByteCount: 56)
-        return derived.withUnsafeBytes { raw in
-            MessageKeys(bodyKey: SymmetricKey(data: UnsafeRawBufferPointer(rebasing: raw[0..<32])),
-                        bodyNonce: Array(raw[32..<44]), headerNonce: Array(raw[44..<56]))
-        }
+        var out = [UInt8](repeating: 0, count: messageKeysLength)
+        messageKey.withUnsafeBytes { mk in out.withUnsafeMutableBytes { messageKeys(mk, into: $0) } }
+        return MessageKeys(bodyKey: Array(out[0..<32]), bodyNonce: Array(out[32..<44]), headerNonce: Array(out[44..<56]))
     }
 
     /// Header AEAD associated data = version ‖ session AD; body AD = session AD ‖ version ‖ encrypted header.
@@ -199,53 +207,120 @@ public struct DoubleRatchet {
         guard plaintext.count <= RatchetMessage.maxPlaintextLength else {
             throw CryptoError.limitExceeded("message of \(plaintext.count) bytes exceeds \(RatchetMessage.maxPlaintextLength)")
         }
-        guard let chainKey = sendingChainKey, let headerKey = sendingHeaderKey else {
+        guard sendingChainKey != nil, let headerKey = sendingHeaderKey else {
             throw CryptoError.invalidInput("this session cannot send before it has received the first message")
         }
         // Keys rotate with every DH step; a chain this long must not wrap its index (DESIGN.md §1.4).
         guard sendIndex < UInt32.max else { throw CryptoError.limitExceeded("sending chain exhausted; wait for a reply") }
-        let (nextChain, messageKey) = SessionPrimitives.chainStep(chainKey)
-        let keys = Self.messageKeys(messageKey)
         let header = RatchetHeader(ratchetKey: ratchetPublicKey, previousChainLength: previousSendCount, index: sendIndex)
-        let sealedHeader = try SessionPrimitives.seal(key: SessionPrimitives.symmetricKey(headerKey), nonce: keys.headerNonce,
-                                                      plaintext: header.serialize(),
-                                                      associatedData: Self.headerAssociatedData(associatedData))
-        let encryptedHeader = keys.headerNonce + sealedHeader
-        let body = try SessionPrimitives.seal(key: keys.bodyKey, nonce: keys.bodyNonce, plaintext: plaintext,
-                                              associatedData: Self.bodyAssociatedData(associatedData, encryptedHeader))
-        sendingChainKey = nextChain
+            .serialize()
+        let headerAD = Self.headerAssociatedData(associatedData)
+        // Scratch: message key 0..<32, next chain key 32..<64, message keys 64..<120 (zeroed after use).
+        let message: RatchetMessage = try withUnsafeTemporaryAllocation(byteCount: 120, alignment: 16) { scratch in
+            defer { sodium_memzero(scratch.baseAddress, scratch.count) }
+            let messageKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+            let keys = UnsafeMutableRawBufferPointer(rebasing: scratch[64..<120])
+            sendingChainKey?.withUnsafeBytes {
+                SessionPrimitives.chainStep($0, messageKey: messageKey, nextChainKey: UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64]))
+            }
+            Self.messageKeys(UnsafeRawBufferPointer(messageKey), into: keys)
+            let headerNonce = UnsafeRawBufferPointer(rebasing: keys[44..<56])
+            let sealedHeader = try headerKey.withUnsafeBytes { hk in
+                try header.withUnsafeBytes { h in
+                    try headerAD.withUnsafeBytes { ad in
+                        try SessionPrimitives.seal(key: hk, nonce: headerNonce, plaintext: h, associatedData: ad)
+                    }
+                }
+            }
+            let encryptedHeader = Array(headerNonce) + sealedHeader
+            let bodyAD = Self.bodyAssociatedData(associatedData, encryptedHeader)
+            let body = try plaintext.withUnsafeBytes { p in
+                try bodyAD.withUnsafeBytes { ad in
+                    try SessionPrimitives.seal(key: UnsafeRawBufferPointer(rebasing: keys[0..<32]),
+                                               nonce: UnsafeRawBufferPointer(rebasing: keys[32..<44]), plaintext: p, associatedData: ad)
+                }
+            }
+            Self.advance(&sendingChainKey, to: UnsafeRawBufferPointer(rebasing: scratch[32..<64]))
+            return RatchetMessage(encryptedHeader: encryptedHeader, body: body)
+        }
         sendIndex += 1
-        return RatchetMessage(encryptedHeader: encryptedHeader, body: body)
+        return message
+    }
+
+    /// Moves a chain to its next key: in place when this state is the key's only holder, otherwise
+    /// (a copy of the state shares it) into a fresh key, so copies never see each other's changes.
+    static func advance(_ chainKey: inout ChainKey?, to next: UnsafeRawBufferPointer) {
+        if chainKey != nil, isKnownUniquelyReferenced(&chainKey) {
+            chainKey?.overwrite(from: next)
+        } else {
+            chainKey = ChainKey(copying: next)
+        }
     }
 
     /// RatchetDecryptHE, committing only on success.
     public mutating func decrypt(_ message: RatchetMessage, associatedData: [UInt8], now: UInt64,
                                  random: inout some RandomSource) throws -> [UInt8] {
+        if let plaintext = try decryptNextInChain(message, associatedData: associatedData) { return plaintext }
         var working = self
         let plaintext = try working.decryptInPlace(message, associatedData: associatedData, now: now, random: &random)
         self = working
         return plaintext
     }
 
+    /// The common case without copying the state: no skipped keys are held and the message is the
+    /// next one of the current receiving chain. Returns nil when the message needs the general path;
+    /// throws (changing nothing) when it is the next message but does not authenticate.
+    private mutating func decryptNextInChain(_ message: RatchetMessage, associatedData: [UInt8]) throws -> [UInt8]? {
+        guard skipped.isEmpty, receivingChainKey != nil, let headerKey = receivingHeaderKey,
+              let header = Self.openHeader(message, headerKey: headerKey, associatedData: associatedData),
+              header.index == receiveIndex, receiveIndex < UInt32.max else { return nil }
+        let plaintext: [UInt8] = try withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { scratch in
+            defer { sodium_memzero(scratch.baseAddress, scratch.count) }
+            let messageKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+            let next = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
+            receivingChainKey?.withUnsafeBytes { SessionPrimitives.chainStep($0, messageKey: messageKey, nextChainKey: next) }
+            let plaintext = try Self.openBody(message, messageKey: UnsafeRawBufferPointer(messageKey), associatedData: associatedData)
+            Self.advance(&receivingChainKey, to: UnsafeRawBufferPointer(next))
+            return plaintext
+        }
+        receiveIndex += 1
+        return plaintext
+    }
+
     static func openHeader(_ message: RatchetMessage, headerKey: SecureBytes, associatedData: [UInt8]) -> RatchetHeader? {
-        let nonce = Array(message.encryptedHeader[0..<SessionPrimitives.nonceLength])
-        guard let plain = try? SessionPrimitives.open(
-            key: SessionPrimitives.symmetricKey(headerKey), nonce: nonce,
-            sealed: message.encryptedHeader[SessionPrimitives.nonceLength...],
-            associatedData: headerAssociatedData(associatedData), what: "header") else { return nil }
+        let encrypted = message.encryptedHeader
+        guard encrypted.count == RatchetMessage.encryptedHeaderLength else { return nil }
+        let headerAD = headerAssociatedData(associatedData)
+        let plain: [UInt8]? = headerKey.withUnsafeBytes { hk in
+            encrypted.withUnsafeBytes { e in
+                headerAD.withUnsafeBytes { ad in
+                    try? SessionPrimitives.open(key: hk, nonce: UnsafeRawBufferPointer(rebasing: e[0..<SessionPrimitives.nonceLength]),
+                                                sealed: encrypted[SessionPrimitives.nonceLength...], associatedData: ad, what: "header")
+                }
+            }
+        }
+        guard let plain else { return nil }
         return try? RatchetHeader(parsing: plain)
     }
 
-    private func openBody(_ message: RatchetMessage, messageKey: SecureBytes, header: RatchetHeader,
-                          associatedData: [UInt8]) throws -> [UInt8] {
-        let keys = Self.messageKeys(messageKey)
-        // The header nonce is bound to the message key: a header moved onto another body fails here.
-        guard constantTimeEquals(keys.headerNonce, Array(message.encryptedHeader[0..<SessionPrimitives.nonceLength])) else {
-            throw CryptoError.authenticationFailed("message header does not belong to this message key")
+    static func openBody(_ message: RatchetMessage, messageKey: UnsafeRawBufferPointer, associatedData: [UInt8]) throws -> [UInt8] {
+        try withUnsafeTemporaryAllocation(byteCount: messageKeysLength, alignment: 16) { keys in
+            defer { sodium_memzero(keys.baseAddress, keys.count) }
+            messageKeys(messageKey, into: keys)
+            // The header nonce is bound to the message key: a header moved onto another body fails here.
+            let sentNonce = message.encryptedHeader.prefix(SessionPrimitives.nonceLength)
+            let expected = UnsafeRawBufferPointer(rebasing: keys[44..<56])
+            let sameNonce = sentNonce.withUnsafeBytes { sodium_memcmp($0.baseAddress, expected.baseAddress, SessionPrimitives.nonceLength) == 0 }
+            guard sentNonce.count == SessionPrimitives.nonceLength, sameNonce else {
+                throw CryptoError.authenticationFailed("message header does not belong to this message key")
+            }
+            let bodyAD = bodyAssociatedData(associatedData, message.encryptedHeader)
+            return try bodyAD.withUnsafeBytes { ad in
+                try SessionPrimitives.open(key: UnsafeRawBufferPointer(rebasing: keys[0..<32]),
+                                           nonce: UnsafeRawBufferPointer(rebasing: keys[32..<44]),
+                                           sealed: message.body[...], associatedData: ad, what: "message")
+            }
         }
-        return try SessionPrimitives.open(key: keys.bodyKey, nonce: keys.bodyNonce, sealed: message.body[...],
-                                          associatedData: Self.bodyAssociatedData(associatedData, message.encryptedHeader),
-                                          what: "message")
     }
 
     mutating func decryptInPlace(_ message: RatchetMessage, associatedData: [UInt8], now: UInt64,
@@ -271,13 +346,19 @@ public struct DoubleRatchet {
             throw CryptoError.authenticationFailed("duplicate message: index \(header.index) was already received")
         }
         try skipMessageKeys(until: header.index, now: now)
-        guard let chainKey = receivingChainKey else {
+        guard receivingChainKey != nil, receiveIndex < UInt32.max else {
             throw CryptoError.authenticationFailed("no receiving chain for this header")
         }
-        let (nextChain, messageKey) = SessionPrimitives.chainStep(chainKey)
-        let plaintext = try openBody(message, messageKey: messageKey, header: header, associatedData: associatedData)
-        receivingChainKey = nextChain
-        receiveIndex = header.index &+ 1
+        let plaintext: [UInt8] = try withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { scratch in
+            defer { sodium_memzero(scratch.baseAddress, scratch.count) }
+            let messageKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+            let next = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
+            receivingChainKey?.withUnsafeBytes { SessionPrimitives.chainStep($0, messageKey: messageKey, nextChainKey: next) }
+            let plaintext = try Self.openBody(message, messageKey: UnsafeRawBufferPointer(messageKey), associatedData: associatedData)
+            Self.advance(&receivingChainKey, to: UnsafeRawBufferPointer(next))
+            return plaintext
+        }
+        receiveIndex = header.index + 1
         return plaintext
     }
 
@@ -297,8 +378,9 @@ public struct DoubleRatchet {
                 // index there is for the normal path, which also refuses duplicates.
                 return nil
             }
-            let plaintext = try openBody(message, messageKey: skipped[position].messageKey, header: header,
-                                         associatedData: associatedData)
+            let plaintext = try skipped[position].messageKey.withUnsafeBytes {
+                try Self.openBody(message, messageKey: $0, associatedData: associatedData)
+            }
             skipped.remove(at: position)
             return plaintext
         }
@@ -312,14 +394,18 @@ public struct DoubleRatchet {
             throw CryptoError.limitExceeded(
                 "message would skip \(Int(until) - Int(receiveIndex)) keys, more than \(Self.maxSkipPerChain)")
         }
-        guard var chainKey = receivingChainKey, let headerKey = receivingHeaderKey else { return }
+        guard let chainKey = receivingChainKey, let headerKey = receivingHeaderKey else { return }
+        var chain = [UInt8](repeating: 0, count: 32)
+        defer { chain.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) } }
+        chainKey.withUnsafeBytes { chain.withUnsafeMutableBytes($0.copyBytes) }
         while receiveIndex < until {
-            let (next, messageKey) = SessionPrimitives.chainStep(chainKey)
+            let messageKey = SecureBytes(count: 32) { mk in
+                chain.withUnsafeMutableBytes { c in SessionPrimitives.chainStep(UnsafeRawBufferPointer(c), messageKey: mk, nextChainKey: c) }
+            }
             skipped.append(SkippedMessageKey(headerKey: headerKey, index: receiveIndex, messageKey: messageKey, storedAt: now))
-            chainKey = next
             receiveIndex += 1
         }
-        receivingChainKey = chainKey
+        receivingChainKey = chain.withUnsafeBytes { ChainKey(copying: $0) }
         if skipped.count > Self.maxSkippedKeysTotal {
             skipped.removeFirst(skipped.count - Self.maxSkippedKeysTotal)
         }
@@ -340,14 +426,14 @@ public struct DoubleRatchet {
         receivingHeaderKey = nextReceivingHeaderKey
         remoteRatchetKey = header.ratchetKey
         let (root1, receiving, nextReceiving) = try Self.rootStep(rootKey, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
-        receivingChainKey = receiving
+        receivingChainKey = ChainKey(receiving)
         nextReceivingHeaderKey = nextReceiving
         let pair = SessionPrimitives.generateAgreementKeyPair(using: &random)
         ratchetSecret = pair.secret
         ratchetPublicKey = pair.publicKey
         let (root2, sending, nextSending) = try Self.rootStep(root1, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
         rootKey = root2
-        sendingChainKey = sending
+        sendingChainKey = ChainKey(sending)
         nextSendingHeaderKey = nextSending
     }
 
@@ -364,8 +450,8 @@ public struct DoubleRatchet {
         w.write(secure: ratchetSecret)
         w.writeOptional(remoteRatchetKey)
         w.write(secure: rootKey)
-        w.writeOptional(secure: sendingChainKey)
-        w.writeOptional(secure: receivingChainKey)
+        w.writeOptional(chain: sendingChainKey)
+        w.writeOptional(chain: receivingChainKey)
         w.writeOptional(secure: sendingHeaderKey)
         w.writeOptional(secure: receivingHeaderKey)
         w.write(secure: nextSendingHeaderKey)
@@ -382,8 +468,8 @@ public struct DoubleRatchet {
         ratchetPublicKey = SessionPrimitives.agreementPublicKey(ratchetSecret)
         remoteRatchetKey = try r.readOptionalBytes(32, "remote ratchet key")
         rootKey = try r.readSecure(32, "root key")
-        sendingChainKey = try r.readOptionalSecure(32, "sending chain key")
-        receivingChainKey = try r.readOptionalSecure(32, "receiving chain key")
+        sendingChainKey = try r.readOptionalSecure(32, "sending chain key").map(ChainKey.init)
+        receivingChainKey = try r.readOptionalSecure(32, "receiving chain key").map(ChainKey.init)
         sendingHeaderKey = try r.readOptionalSecure(32, "sending header key")
         receivingHeaderKey = try r.readOptionalSecure(32, "receiving header key")
         nextSendingHeaderKey = try r.readSecure(32, "next sending header key")

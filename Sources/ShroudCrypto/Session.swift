@@ -197,19 +197,15 @@ public struct SessionRecord {
     /// committed and nothing else changes.
     public mutating func decrypt(_ message: RatchetMessage, now: UInt64, random: inout some RandomSource) throws -> [UInt8] {
         var lastError: Error = CryptoError.authenticationFailed("no session with this identity")
-        if var session = current {
+        // In place: a session's decrypt commits only on success, so a failed attempt changes nothing.
+        if current != nil {
             do {
-                let plaintext = try session.decrypt(message, now: now, random: &random)
-                current = session
-                return plaintext
+                if let plaintext = try current?.decrypt(message, now: now, random: &random) { return plaintext }
             } catch { lastError = error }
         }
         for index in archived.indices {
-            var session = archived[index]
             do {
-                let plaintext = try session.decrypt(message, now: now, random: &random)
-                archived[index] = session
-                return plaintext
+                return try archived[index].decrypt(message, now: now, random: &random)
             } catch { lastError = error }
         }
         throw lastError

@@ -49,11 +49,91 @@ enum SessionPrimitives {
         return pub
     }
 
-    /// HKDF-SHA256 (RFC 5869) into secure memory.
+    /// One writable byte standing in for the base address of an empty buffer: libsodium's
+    /// parameters are non-null even when the length is zero. Nothing ever reads or keeps it.
+    nonisolated(unsafe) static let emptyBuffer: UnsafeMutablePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
+
+    @inline(__always) static func ptr(_ b: UnsafeRawBufferPointer) -> UnsafePointer<UInt8> {
+        guard let base = b.baseAddress else { return UnsafePointer(emptyBuffer) }
+        return base.assumingMemoryBound(to: UInt8.self)
+    }
+
+    @inline(__always) static func mptr(_ b: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<UInt8> {
+        guard let base = b.baseAddress else { return emptyBuffer }
+        return base.assumingMemoryBound(to: UInt8.self)
+    }
+
+    @inline(__always) static func mptr(_ b: UnsafeMutableBufferPointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
+        b.baseAddress ?? emptyBuffer
+    }
+
+    // MARK: HMAC-SHA256 and HKDF-SHA256 on caller-provided memory
+    //
+    // The per-message path (chain step, message-key expansion) runs these on stack buffers through
+    // libsodium's HMAC-SHA256, so no heap copy of a key is made and nothing is allocated per message.
+    // `SessionPrimitivesTests` checks them against swift-crypto's HMAC and HKDF.
+
+    /// HMAC-SHA256(key, part1 ‖ part2 ‖ part3) into `out` (32 bytes).
+    static func hmac(key: UnsafeRawBufferPointer, _ part1: UnsafeRawBufferPointer, _ part2: UnsafeRawBufferPointer = .init(start: nil, count: 0),
+                     _ part3: UnsafeRawBufferPointer = .init(start: nil, count: 0), into out: UnsafeMutableRawBufferPointer) {
+        var state = crypto_auth_hmacsha256_state()
+        _ = crypto_auth_hmacsha256_init(&state, ptr(key), key.count)
+        // Three explicit updates rather than a loop over an array: no allocation per call.
+        if part1.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part1), UInt64(part1.count)) }
+        if part2.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part2), UInt64(part2.count)) }
+        if part3.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part3), UInt64(part3.count)) }
+        _ = crypto_auth_hmacsha256_final(&state, mptr(out))
+        withUnsafeMutableBytes(of: &state) { sodium_memzero($0.baseAddress, $0.count) }
+    }
+
+    /// HKDF-SHA256 (RFC 5869): extract with `salt` (an empty salt means 32 zero bytes), expand
+    /// with `info` into `out` (at most 255 × 32 bytes).
+    static func hkdf(salt: UnsafeRawBufferPointer, ikm: UnsafeRawBufferPointer, info: UnsafeRawBufferPointer,
+                     into out: UnsafeMutableRawBufferPointer) {
+        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { scratch in
+            scratch.initializeMemory(as: UInt8.self, repeating: 0)  // temporary memory starts uninitialized
+            let prk = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+            let block = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
+            if salt.count == 0 {
+                hmac(key: UnsafeRawBufferPointer(block), ikm, into: prk)  // `block` is still 32 zero bytes
+            } else {
+                hmac(key: salt, ikm, into: prk)
+            }
+            var produced = 0
+            var counter: UInt8 = 1
+            while produced < out.count {
+                let previous = UnsafeRawBufferPointer(start: block.baseAddress, count: counter == 1 ? 0 : 32)
+                withUnsafeBytes(of: counter) { c in
+                    // T(i) = HMAC(PRK, T(i-1) ‖ info ‖ i); `previous` and `block` alias, which is fine:
+                    // libsodium consumes T(i-1) before writing T(i).
+                    hmac(key: UnsafeRawBufferPointer(prk), previous, info, c, into: block)
+                }
+                let n = min(32, out.count - produced)
+                UnsafeMutableRawBufferPointer(rebasing: out[produced..<produced + n])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: block[0..<n]))
+                produced += n
+                counter &+= 1
+            }
+            sodium_memzero(scratch.baseAddress, 64)
+        }
+    }
+
+    /// HKDF-SHA256 into secure memory.
     static func hkdf(ikm: SecureBytes, salt: [UInt8], info: [UInt8], outputLength: Int) -> SecureBytes {
-        let key = ikm.withUnsafeBytes { SymmetricKey(data: $0) }
-        let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: salt, info: info, outputByteCount: outputLength)
-        return derived.withUnsafeBytes { SecureBytes(copying: $0) }
+        SecureBytes(count: outputLength) { out in
+            ikm.withUnsafeBytes { i in salt.withUnsafeBytes { s in info.withUnsafeBytes { f in hkdf(salt: s, ikm: i, info: f, into: out) } } }
+        }
+    }
+
+    /// HKDF-SHA256 whose salt is itself a secret (the ratchet's root key), read in place.
+    static func hkdf(ikm: SecureBytes, secretSalt: SecureBytes, info: [UInt8], outputLength: Int) -> SecureBytes {
+        SecureBytes(count: outputLength) { out in
+            ikm.withUnsafeBytes { i in secretSalt.withUnsafeBytes { s in info.withUnsafeBytes { f in hkdf(salt: s, ikm: i, info: f, into: out) } } }
+        }
     }
 
     /// Splits `bytes` into consecutive secure pieces of the given lengths.
@@ -69,19 +149,75 @@ enum SessionPrimitives {
         return pieces
     }
 
-    /// The symmetric chain step shared by the ratchet and sender keys: message key = HMAC(ck, 0x01),
-    /// next chain key = HMAC(ck, 0x02) (Signal's recommended KDF_CK).
-    static func chainStep(_ chainKey: SecureBytes) -> (next: SecureBytes, messageKey: SecureBytes) {
-        let key = chainKey.withUnsafeBytes { SymmetricKey(data: $0) }
-        let mk = HMAC<SHA256>.authenticationCode(for: messageKeyConstant, using: key)
-        let ck = HMAC<SHA256>.authenticationCode(for: chainKeyConstant, using: key)
-        return (ck.withUnsafeBytes { SecureBytes(copying: $0) }, mk.withUnsafeBytes { SecureBytes(copying: $0) })
-    }
-
     static let messageKeyConstant: [UInt8] = [0x01]
     static let chainKeyConstant: [UInt8] = [0x02]
 
-    /// AES-256-GCM seal; returns ciphertext ‖ tag.
+    /// KDF_CK on raw memory: message key = HMAC(ck, 0x01), next chain key = HMAC(ck, 0x02).
+    /// `chainKey` may alias `nextChainKey` (the message key is computed first).
+    static func chainStep(_ chainKey: UnsafeRawBufferPointer, messageKey: UnsafeMutableRawBufferPointer,
+                          nextChainKey: UnsafeMutableRawBufferPointer) {
+        messageKeyConstant.withUnsafeBytes { hmac(key: chainKey, $0, into: messageKey) }
+        withUnsafeTemporaryAllocation(byteCount: 32, alignment: 16) { tmp in
+            chainKeyConstant.withUnsafeBytes { hmac(key: chainKey, $0, into: tmp) }
+            nextChainKey.copyMemory(from: UnsafeRawBufferPointer(tmp))
+            sodium_memzero(tmp.baseAddress, 32)
+        }
+    }
+
+    /// The symmetric chain step with secure results (used off the per-message fast path and by sender keys).
+    static func chainStep(_ chainKey: SecureBytes) -> (next: SecureBytes, messageKey: SecureBytes) {
+        var next: SecureBytes?
+        let messageKey = SecureBytes(count: 32) { mk in
+            next = SecureBytes(count: 32) { ck in chainKey.withUnsafeBytes { chainStep($0, messageKey: mk, nextChainKey: ck) } }
+        }
+        return (next ?? SecureBytes(count: 32) { _ in }, messageKey)
+    }
+
+    // MARK: AES-256-GCM
+
+    /// libsodium's AES-256-GCM needs AES-NI and PCLMUL; without them swift-crypto does the work
+    /// (the output is identical: both are standard AES-256-GCM, checked by a test).
+    static let hardwareGCM: Bool = Sodium.ready && crypto_aead_aes256gcm_is_available() == 1
+
+    /// AES-256-GCM seal of `plaintext` with a raw 32-byte key; returns ciphertext ‖ tag.
+    static func seal(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
+                     associatedData: UnsafeRawBufferPointer) throws -> [UInt8] {
+        if hardwareGCM {
+            return [UInt8](unsafeUninitializedCapacity: plaintext.count + tagLength) { out, count in
+                var produced: UInt64 = 0
+                _ = crypto_aead_aes256gcm_encrypt(
+                    mptr(out), &produced, ptr(plaintext), UInt64(plaintext.count),
+                    ptr(associatedData), UInt64(associatedData.count), nil, ptr(nonce), ptr(key))
+                count = Int(produced)
+            }
+        }
+        return try seal(key: SymmetricKey(data: key), nonce: Array(nonce), plaintext: Array(plaintext),
+                        associatedData: Array(associatedData))
+    }
+
+    /// AES-256-GCM open of ciphertext ‖ tag with a raw key; any failure is `authenticationFailed`.
+    static func open(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, sealed: ArraySlice<UInt8>,
+                     associatedData: UnsafeRawBufferPointer, what: String) throws -> [UInt8] {
+        guard sealed.count >= tagLength else { throw CryptoError.authenticationFailed("\(what) is shorter than its tag") }
+        if hardwareGCM {
+            var ok = false
+            let plaintext = sealed.withUnsafeBytes { c in
+                [UInt8](unsafeUninitializedCapacity: c.count - tagLength) { out, count in
+                    var produced: UInt64 = 0
+                    ok = crypto_aead_aes256gcm_decrypt(
+                        mptr(out), &produced, nil, ptr(c), UInt64(c.count),
+                        ptr(associatedData), UInt64(associatedData.count), ptr(nonce), ptr(key)) == 0
+                    count = ok ? Int(produced) : 0
+                }
+            }
+            guard ok else { throw CryptoError.authenticationFailed("\(what) failed authentication") }
+            return plaintext
+        }
+        return try open(key: SymmetricKey(data: key), nonce: Array(nonce), sealed: sealed,
+                        associatedData: Array(associatedData), what: what)
+    }
+
+    /// AES-256-GCM seal with swift-crypto; returns ciphertext ‖ tag.
     static func seal(key: SymmetricKey, nonce: [UInt8], plaintext: [UInt8], associatedData: [UInt8]) throws -> [UInt8] {
         let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonce), authenticating: associatedData)
         var out = [UInt8]()
@@ -91,7 +227,7 @@ enum SessionPrimitives {
         return out
     }
 
-    /// AES-256-GCM open of ciphertext ‖ tag; any failure is `authenticationFailed`.
+    /// AES-256-GCM open with swift-crypto of ciphertext ‖ tag; any failure is `authenticationFailed`.
     static func open(key: SymmetricKey, nonce: [UInt8], sealed: ArraySlice<UInt8>, associatedData: [UInt8], what: String) throws -> [UInt8] {
         guard sealed.count >= tagLength else { throw CryptoError.authenticationFailed("\(what) is shorter than its tag") }
         do {
@@ -153,6 +289,10 @@ extension ByteWriter {
         secure.withUnsafeBytes { write(bytes: $0) }
     }
 
+    mutating func writeOptional(chain: ChainKey?) {
+        if let chain { write(UInt8(1)); chain.withUnsafeBytes { write(bytes: $0) } } else { write(UInt8(0)) }
+    }
+
     mutating func writeOptional(secure: SecureBytes?) {
         if let secure { write(UInt8(1)); write(secure: secure) } else { write(UInt8(0)) }
     }
@@ -182,4 +322,53 @@ extension PublicIdentity {
 /// Lexicographic byte order, used for deterministic tie-breaking between identities.
 func bytesPrecede(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     a.lexicographicallyPrecedes(b)
+}
+
+/// A ratchet chain key: 32 secret bytes that advance once per message.
+///
+/// Like `SecureBytes` it is locked in memory where the system permits and zeroed on release (and by
+/// `wipe()`); unlike `SecureBytes` it can be overwritten, which keeps the four system calls of every
+/// fresh locked allocation (madvise + mlock, munlock + madvise) off the per-message path.
+/// `DoubleRatchet` keeps value semantics: it overwrites a chain key only while it holds the only
+/// reference, and otherwise replaces it with a new one.
+final class ChainKey {
+    static let length = 32
+    private let base: UnsafeMutableRawPointer
+    private let locked: Bool
+
+    /// A zeroed, locked 32-byte buffer filled by `fill`.
+    init(_ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        _ = Sodium.ready
+        base = UnsafeMutableRawPointer.allocate(byteCount: Self.length, alignment: 16)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: Self.length)
+        locked = sodium_mlock(base, Self.length) == 0
+        fill(UnsafeMutableRawBufferPointer(start: base, count: Self.length))
+    }
+
+    convenience init(copying bytes: UnsafeRawBufferPointer) {
+        self.init { out in out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(ChainKey.length))) }
+    }
+
+    convenience init(_ secure: SecureBytes) {
+        self.init { out in secure.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(ChainKey.length))) } }
+    }
+
+    deinit {
+        sodium_memzero(base, Self.length)
+        if locked { sodium_munlock(base, Self.length) }
+        base.deallocate()
+    }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: base, count: Self.length))
+    }
+
+    /// Replaces the bytes; only called by the single owner.
+    func overwrite(from bytes: UnsafeRawBufferPointer) {
+        base.copyMemory(from: bytes.baseAddress ?? UnsafeRawPointer(base), byteCount: min(bytes.count, Self.length))
+    }
+
+    func wipe() { sodium_memzero(base, Self.length) }
+
+    var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 }

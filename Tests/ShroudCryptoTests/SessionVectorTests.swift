@@ -85,6 +85,7 @@ import ShroudWire
 
     static func stateObject(_ r: DoubleRatchet) -> [String: Any] {
         func h(_ s: SecureBytes?) -> Any { s.map { hex($0.bytes) } ?? NSNull() }
+        func h(_ s: ChainKey?) -> Any { s.map { hex($0.bytes) } ?? NSNull() }
         return ["ratchet_secret": hex(r.ratchetSecret.bytes), "ratchet_public": hex(r.ratchetPublicKey),
                 "remote_ratchet_key": r.remoteRatchetKey.map(hex) ?? NSNull(), "root_key": hex(r.rootKey.bytes),
                 "sending_chain_key": h(r.sendingChainKey), "receiving_chain_key": h(r.receivingChainKey),
@@ -101,7 +102,7 @@ import ShroudWire
         var steps: [[String: Any]] = []
         func send(_ fromAlice: Bool, _ text: String) throws -> RatchetMessage {
             let sender = fromAlice ? pair.alice.ratchet : pair.bob.ratchet
-            let chainKey = try #require(sender.sendingChainKey)
+            let chainKey = SecureBytes(copying: try #require(sender.sendingChainKey).bytes)
             let headerKey = try #require(sender.sendingHeaderKey)
             let (_, messageKey) = SessionPrimitives.chainStep(chainKey)
             let keys = DoubleRatchet.messageKeys(messageKey)
@@ -112,7 +113,7 @@ import ShroudWire
                 "sender": fromAlice ? "alice" : "bob", "plaintext": text,
                 "sender_state_before": Self.stateObject(sender),
                 "chain_key": hex(chainKey.bytes), "message_key": hex(messageKey.bytes),
-                "body_key": keys.bodyKey.withUnsafeBytes { hex(Array($0)) }, "body_nonce": hex(keys.bodyNonce),
+                "body_key": hex(keys.bodyKey), "body_nonce": hex(keys.bodyNonce),
                 "header_nonce": hex(keys.headerNonce), "header_key": hex(headerKey.bytes),
                 "header_plaintext": hex(header.serialize()),
                 "header_associated_data": hex(DoubleRatchet.headerAssociatedData(pair.alice.associatedData)),
