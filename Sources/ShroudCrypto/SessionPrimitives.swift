@@ -73,22 +73,57 @@ enum SessionPrimitives {
 
     // MARK: HMAC-SHA256 and HKDF-SHA256 on caller-provided memory
     //
-    // The per-message path (chain step, message-key expansion) runs these on stack buffers through
-    // libsodium's HMAC-SHA256, so no heap copy of a key is made and nothing is allocated per message.
-    // `SessionPrimitivesTests` checks them against swift-crypto's HMAC and HKDF.
+    // The per-message path (chain step, message-key expansion) runs these on stack buffers: HMAC is
+    // built from swift-crypto's SHA256 (BoringSSL, SHA-NI where the CPU has it) with the key's
+    // inner and outer pad blocks hashed once and reused, so a chain step costs six SHA-256
+    // compressions and nothing is concatenated. `SessionPrimitivesTests` checks the results
+    // against swift-crypto's HMAC and HKDF.
+
+    /// HMAC-SHA256 with the pad blocks of one key already absorbed (RFC 2104).
+    struct HMACKey: Sendable {
+        private var inner = SHA256()
+        private var outer = SHA256()
+
+        init(_ key: UnsafeRawBufferPointer) {
+            withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { block in
+                block.initializeMemory(as: UInt8.self, repeating: 0)
+                if key.count > 64 {
+                    var h = SHA256()
+                    h.update(bufferPointer: key)
+                    h.finalize().withUnsafeBytes { block.copyMemory(from: $0) }
+                } else if key.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: block[0..<key.count]).copyMemory(from: key)
+                }
+                for i in 0..<64 { block[i] ^= 0x36 }
+                inner.update(bufferPointer: UnsafeRawBufferPointer(block))
+                for i in 0..<64 { block[i] ^= 0x36 ^ 0x5C }
+                outer.update(bufferPointer: UnsafeRawBufferPointer(block))
+                sodium_memzero(block.baseAddress, 64)
+            }
+        }
+
+        /// HMAC(key, part1 ‖ part2 ‖ part3) into `out` (32 bytes; may alias a part).
+        func authenticate(_ part1: UnsafeRawBufferPointer, _ part2: UnsafeRawBufferPointer = .init(start: nil, count: 0),
+                          _ part3: UnsafeRawBufferPointer = .init(start: nil, count: 0), into out: UnsafeMutableRawBufferPointer) {
+            var i = inner
+            if part1.count > 0 { i.update(bufferPointer: part1) }
+            if part2.count > 0 { i.update(bufferPointer: part2) }
+            if part3.count > 0 { i.update(bufferPointer: part3) }
+            let innerDigest = i.finalize()
+            var o = outer
+            innerDigest.withUnsafeBytes { o.update(bufferPointer: $0) }
+            o.finalize().withUnsafeBytes { out.copyMemory(from: $0) }
+        }
+    }
 
     /// HMAC-SHA256(key, part1 ‖ part2 ‖ part3) into `out` (32 bytes).
     static func hmac(key: UnsafeRawBufferPointer, _ part1: UnsafeRawBufferPointer, _ part2: UnsafeRawBufferPointer = .init(start: nil, count: 0),
                      _ part3: UnsafeRawBufferPointer = .init(start: nil, count: 0), into out: UnsafeMutableRawBufferPointer) {
-        var state = crypto_auth_hmacsha256_state()
-        _ = crypto_auth_hmacsha256_init(&state, ptr(key), key.count)
-        // Three explicit updates rather than a loop over an array: no allocation per call.
-        if part1.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part1), UInt64(part1.count)) }
-        if part2.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part2), UInt64(part2.count)) }
-        if part3.count > 0 { _ = crypto_auth_hmacsha256_update(&state, ptr(part3), UInt64(part3.count)) }
-        _ = crypto_auth_hmacsha256_final(&state, mptr(out))
-        withUnsafeMutableBytes(of: &state) { sodium_memzero($0.baseAddress, $0.count) }
+        HMACKey(key).authenticate(part1, part2, part3, into: out)
     }
+
+    /// HKDF's extract step with an empty or all-zero 32-byte salt (RFC 5869 treats both alike), prepared once.
+    static let zeroSaltKey: HMACKey = [UInt8](repeating: 0, count: 32).withUnsafeBytes { HMACKey($0) }
 
     /// HKDF-SHA256 (RFC 5869): extract with `salt` (an empty salt means 32 zero bytes), expand
     /// with `info` into `out` (at most 255 × 32 bytes).
@@ -98,19 +133,20 @@ enum SessionPrimitives {
             scratch.initializeMemory(as: UInt8.self, repeating: 0)  // temporary memory starts uninitialized
             let prk = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
             let block = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
-            if salt.count == 0 {
-                hmac(key: UnsafeRawBufferPointer(block), ikm, into: prk)  // `block` is still 32 zero bytes
+            if salt.count == 0 || (salt.count == 32 && sodium_is_zero(ptr(salt), 32) == 1) {
+                zeroSaltKey.authenticate(ikm, into: prk)
             } else {
                 hmac(key: salt, ikm, into: prk)
             }
+            let expandKey = HMACKey(UnsafeRawBufferPointer(prk))
             var produced = 0
             var counter: UInt8 = 1
             while produced < out.count {
                 let previous = UnsafeRawBufferPointer(start: block.baseAddress, count: counter == 1 ? 0 : 32)
                 withUnsafeBytes(of: counter) { c in
                     // T(i) = HMAC(PRK, T(i-1) ‖ info ‖ i); `previous` and `block` alias, which is fine:
-                    // libsodium consumes T(i-1) before writing T(i).
-                    hmac(key: UnsafeRawBufferPointer(prk), previous, info, c, into: block)
+                    // T(i-1) is absorbed before T(i) is written.
+                    expandKey.authenticate(previous, info, c, into: block)
                 }
                 let n = min(32, out.count - produced)
                 UnsafeMutableRawBufferPointer(rebasing: out[produced..<produced + n])
@@ -156,12 +192,9 @@ enum SessionPrimitives {
     /// `chainKey` may alias `nextChainKey` (the message key is computed first).
     static func chainStep(_ chainKey: UnsafeRawBufferPointer, messageKey: UnsafeMutableRawBufferPointer,
                           nextChainKey: UnsafeMutableRawBufferPointer) {
-        messageKeyConstant.withUnsafeBytes { hmac(key: chainKey, $0, into: messageKey) }
-        withUnsafeTemporaryAllocation(byteCount: 32, alignment: 16) { tmp in
-            chainKeyConstant.withUnsafeBytes { hmac(key: chainKey, $0, into: tmp) }
-            nextChainKey.copyMemory(from: UnsafeRawBufferPointer(tmp))
-            sodium_memzero(tmp.baseAddress, 32)
-        }
+        let key = HMACKey(chainKey)
+        withUnsafeBytes(of: UInt8(0x01)) { key.authenticate($0, into: messageKey) }
+        withUnsafeBytes(of: UInt8(0x02)) { key.authenticate($0, into: nextChainKey) }
     }
 
     /// The symmetric chain step with secure results (used off the per-message fast path and by sender keys).
