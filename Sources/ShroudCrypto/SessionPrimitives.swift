@@ -14,20 +14,16 @@ enum SessionPrimitives {
     /// an error, never a silently weak key.
     static func agree(_ privateKey: SecureBytes, _ publicKey: [UInt8]) throws -> SecureBytes {
         guard publicKey.count == keyLength else { throw CryptoError.invalidKey("X25519 public key must be 32 bytes") }
-        let output = SecureBytes(count: keyLength) { _ in }
-        let rc = output.withUnsafeBytes { out in
-            privateKey.withUnsafeBytes { secret in
-                publicKey.withUnsafeBufferPointer { pub in
-                    crypto_scalarmult_curve25519(
-                        UnsafeMutablePointer(mutating: out.bindMemory(to: UInt8.self).baseAddress!),
-                        secret.bindMemory(to: UInt8.self).baseAddress!, pub.baseAddress!)
-                }
-            }
+        let peer: Curve25519.KeyAgreement.PublicKey
+        do { peer = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: publicKey) } catch {
+            throw CryptoError.invalidKey("X25519 public key is malformed")
         }
-        // libsodium returns -1 when the output is all zero (low-order input); check ourselves too so
-        // the rule does not depend on the library's version.
-        let allZero = output.withUnsafeBytes { sodium_is_zero($0.bindMemory(to: UInt8.self).baseAddress!, keyLength) == 1 }
-        guard rc == 0, !allZero else {
+        let ours = try privateKey.withUnsafeBytes { try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
+        let shared = try ours.sharedSecretFromKeyAgreement(with: peer)
+        let output = shared.withUnsafeBytes { SecureBytes(copying: $0) }
+        // swift-crypto deliberately does not reject an all-zero result (low-order public key); we do.
+        let allZero = output.withUnsafeBytes { sodium_is_zero(ptr($0), keyLength) == 1 }
+        guard !allZero else {
             throw CryptoError.invalidKey("X25519 agreement produced an all-zero secret (low-order public key)")
         }
         return output

@@ -2,17 +2,17 @@ import ShroudCrypto
 
 // Double Ratchet (header encryption) and Sender Keys throughput on one core, 1 KiB messages.
 // Options: --seconds S (per measurement, default 2), --size BYTES (default 1024),
-// --only one-way (just the one-direction ratchet loop, for profiling).
+// --only one-way|ping-pong (stop after that loop, for profiling).
 func benchRatchet(_ arguments: [String]) throws {
     var seconds = 2.0
     var size = 1024
-    var onlyOneWay = false
+    var only = ""
     var i = 0
     while i < arguments.count {
         switch arguments[i] {
         case "--seconds" where i + 1 < arguments.count: seconds = Double(arguments[i + 1]) ?? seconds; i += 2
         case "--size" where i + 1 < arguments.count: size = Int(arguments[i + 1]) ?? size; i += 2
-        case "--only" where i + 1 < arguments.count && arguments[i + 1] == "one-way": onlyOneWay = true; i += 2
+        case "--only" where i + 1 < arguments.count: only = arguments[i + 1]; i += 2
         default: throw BenchError.failed("unknown option \(arguments[i]); use --seconds S --size BYTES")
         }
     }
@@ -57,7 +57,7 @@ func benchRatchet(_ arguments: [String]) throws {
         let p = try bobSession.decrypt(ratchet(m), now: 0, random: &random)
         guard p.count == size else { throw BenchError.failed("wrong plaintext") }
     }
-    if onlyOneWay {
+    if only == "one-way" {
         print("one-way ratchet encrypt+decrypt: \(fmt(oneWay.perSecond, 0))/s")
         return
     }
@@ -72,6 +72,10 @@ func benchRatchet(_ arguments: [String]) throws {
             _ = try aliceSession.decrypt(ratchet(m), now: 0, random: &random)
         }
         toBob.toggle()
+    }
+    if only == "ping-pong" {
+        print("ping-pong ratchet encrypt+decrypt: \(fmt(pingPong.perSecond, 0))/s")
+        return
     }
 
     // Last, since the receiver never sees these messages.
