@@ -109,3 +109,53 @@ import ShroudWire
         #expect(throws: WireError.self) { try SessionMessage(parsing: [9]) }
     }
 }
+
+@Suite struct SessionLimitTests {
+    @Test func initialMessageAtAndPastItsMaximumLength() throws {
+        let alice = try Party(seed: 95), bob = try Party(seed: 96)
+        let body = [UInt8](repeating: 1, count: RatchetMessage.maxBodyLength)
+        let inner = RatchetMessage(encryptedHeader: [UInt8](repeating: 2, count: RatchetMessage.encryptedHeaderLength), body: body)
+        let message = PreKeyMessage(initiator: alice.publicIdentity, ephemeralKey: bob.publicIdentity.agreementKey,
+                                    signedPreKeyId: 1, oneTimePreKeyId: 2, message: inner)
+        let bytes = message.serialize()
+        #expect(bytes.count == PreKeyMessage.maxLength)
+        #expect(try PreKeyMessage(parsing: bytes) == message)
+        #expect(throws: WireError.tooLarge(field: "prekey message", size: PreKeyMessage.maxLength + 1, limit: PreKeyMessage.maxLength)) {
+            try PreKeyMessage(parsing: bytes + [0])
+        }
+        let envelope = SessionMessage.preKey(message).serialize()
+        #expect(envelope.count == SessionMessage.maxLength)
+        #expect(try SessionMessage(parsing: envelope) == .preKey(message))
+        #expect(throws: WireError.self) { try SessionMessage(parsing: envelope + [0]) }
+    }
+
+    @Test func senderKeyPlaintextAtAndPastTheLimit() throws {
+        var random = SeededRandom(seed: 97)
+        var own = OwnSenderKey(random: &random)
+        var record = SenderKeyRecord()
+        record.process(own.distribution)
+        let atLimit = [UInt8](repeating: 3, count: SenderKeyMessage.maxPlaintextLength)
+        let m = try own.encrypt(atLimit, associatedData: [])
+        let bytes = m.serialize()
+        #expect(bytes.count == SenderKeyMessage.maxLength)
+        #expect(try record.decrypt(try SenderKeyMessage(parsing: bytes), associatedData: []) == atLimit)
+        #expect(throws: WireError.self) { try SenderKeyMessage(parsing: bytes + [0]) }
+        #expect(throws: CryptoError.self) { try own.encrypt(atLimit + [0], associatedData: []) }
+    }
+
+    @Test func tamperedMessageLeavesTheStoredRecordUnchanged() throws {
+        let alice = try Party(seed: 98), bob = try Party(seed: 99)
+        try alice.start(with: bob)
+        _ = try bob.receive(try alice.send("hi", to: bob), from: alice)
+        guard case let .ratchet(reply) = try bob.send("reply", to: alice) else { Issue.record("expected ratchet"); return }
+        let stored = alice.record(with: bob)
+        var body = reply.body
+        body[body.count - 1] ^= 1
+        #expect(throws: CryptoError.self) {
+            try alice.receive(.ratchet(RatchetMessage(encryptedHeader: reply.encryptedHeader, body: body)), from: bob)
+        }
+        #expect(alice.record(with: bob) == stored)
+        #expect(try alice.receive(.ratchet(reply), from: bob) == "reply")
+        #expect(alice.record(with: bob) != stored)
+    }
+}
