@@ -250,6 +250,7 @@ public struct DoubleRatchet {
     /// Moves a chain to its next key: in place when this state is the key's only holder, otherwise
     /// (a copy of the state shares it) into a fresh key, so copies never see each other's changes.
     static func advance(_ chainKey: inout ChainKey?, to next: UnsafeRawBufferPointer) {
+        // (The non-optional form is ChainKey.advance.)
         if chainKey != nil, isKnownUniquelyReferenced(&chainKey) {
             chainKey?.overwrite(from: next)
         } else {

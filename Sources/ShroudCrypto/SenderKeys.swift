@@ -1,4 +1,5 @@
 import Crypto
+import CSodium
 import ShroudWire
 
 /// Sender Keys for channels: each member encrypts once per message under its own symmetric chain
@@ -17,6 +18,29 @@ public enum SenderKeys {
     public static let maxSkippedKeys = 1000
     /// Older key ids kept per sender after a rotation, for messages still in flight.
     public static let maxStatesPerSender = 5
+
+    static let messageKeysLength = 44
+
+    /// Expands a raw message key into key(32) ‖ nonce(12).
+    static func messageKeys(_ messageKey: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        messageKdfSalt.withUnsafeBytes { salt in
+            messageKdfInfo.withUnsafeBytes { info in SessionPrimitives.hkdf(salt: salt, ikm: messageKey, info: info, into: out) }
+        }
+    }
+
+    /// Opens a channel message's ciphertext with a raw message key.
+    static func open(_ message: SenderKeyMessage, messageKey: UnsafeRawBufferPointer, associatedData: [UInt8]) throws -> [UInt8] {
+        try withUnsafeTemporaryAllocation(byteCount: messageKeysLength, alignment: 16) { keys in
+            defer { sodium_memzero(keys.baseAddress, keys.count) }
+            messageKeys(messageKey, into: keys)
+            let ad = SenderKeyMessage.header(keyId: message.keyId, iteration: message.iteration) + associatedData
+            return try ad.withUnsafeBytes { a in
+                try SessionPrimitives.open(key: UnsafeRawBufferPointer(rebasing: keys[0..<32]),
+                                           nonce: UnsafeRawBufferPointer(rebasing: keys[32..<44]),
+                                           sealed: message.ciphertext[...], associatedData: a, what: "channel message")
+            }
+        }
+    }
 
     static func messageKeys(_ messageKey: SecureBytes) -> (key: SymmetricKey, nonce: [UInt8]) {
         let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: SessionPrimitives.symmetricKey(messageKey),
@@ -164,23 +188,27 @@ public struct SenderKeyDistributionMessage: Sendable {
 public struct OwnSenderKey {
     public private(set) var keyId: UInt32
     public private(set) var iteration: UInt32
-    var chainKey: SecureBytes
+    var chainKey: ChainKey
     var signingSeed: SecureBytes
     public private(set) var signingKey: [UInt8]
+    /// The private key object for `signingSeed`, built once per key id rather than per message
+    /// (building it derives the public key, a scalar multiplication). swift-crypto zeroes it on release.
+    private var signer: Curve25519.Signing.PrivateKey?
 
     public init(random: inout some RandomSource) {
         keyId = 0; iteration = 0
-        chainKey = SecureBytes(count: 32) { _ in }; signingSeed = SecureBytes(count: 32) { _ in }; signingKey = []
+        chainKey = ChainKey { _ in }; signingSeed = SecureBytes(count: 32) { _ in }; signingKey = []
         rotate(random: &random)
     }
 
     init(keyId: UInt32, iteration: UInt32, chainKey: SecureBytes, signingSeed: SecureBytes) throws {
         self.keyId = keyId
         self.iteration = iteration
-        self.chainKey = chainKey
+        self.chainKey = ChainKey(chainKey)
         self.signingSeed = signingSeed
-        signingKey = Array(try signingSeed.withUnsafeBytes { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
-            .publicKey.rawRepresentation)
+        let signer = try signingSeed.withUnsafeBytes { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
+        self.signer = signer
+        signingKey = Array(signer.publicKey.rawRepresentation)
     }
 
     /// A fresh chain, signing key and key id. Call on every membership change (join, leave, kick)
@@ -193,16 +221,18 @@ public struct OwnSenderKey {
         } while id == previous
         keyId = id
         iteration = 0
-        chainKey = SecureBytes(randomCount: 32, using: &random)
+        chainKey = ChainKey { random.fill($0) }
         signingSeed = SecureBytes(randomCount: 32, using: &random)
         // A 32-byte seed is always a valid Ed25519 private key.
-        signingKey = signingSeed.withUnsafeBytes {
-            (try? Curve25519.Signing.PrivateKey(rawRepresentation: $0)).map { Array($0.publicKey.rawRepresentation) } ?? []
-        }
+        signer = signingSeed.withUnsafeBytes { try? Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
+        signingKey = signer.map { Array($0.publicKey.rawRepresentation) } ?? []
     }
 
     public var distribution: SenderKeyDistributionMessage {
-        SenderKeyDistributionMessage(keyId: keyId, iteration: iteration, chainKey: chainKey, signingKey: signingKey)
+        let chain = chainKey
+        return SenderKeyDistributionMessage(keyId: keyId, iteration: iteration,
+                                            chainKey: SecureBytes(count: 32) { out in chain.withUnsafeBytes { out.copyMemory(from: $0) } },
+                                            signingKey: signingKey)
     }
 
     /// Encrypts and signs one channel message. `associatedData` binds the channel (e.g. its id).
@@ -212,15 +242,28 @@ public struct OwnSenderKey {
         }
         // The iteration names the key; it must never wrap under one key id (DESIGN.md §1.4).
         guard iteration < UInt32.max else { throw CryptoError.limitExceeded("sender key exhausted; rotate it") }
-        let (next, messageKey) = SessionPrimitives.chainStep(chainKey)
-        let keys = SenderKeys.messageKeys(messageKey)
-        let ciphertext = try SessionPrimitives.seal(key: keys.key, nonce: keys.nonce, plaintext: plaintext,
-                                                    associatedData: SenderKeyMessage.header(keyId: keyId, iteration: iteration) + associatedData)
-        var message = SenderKeyMessage(keyId: keyId, iteration: iteration, ciphertext: ciphertext, signature: [])
-        let signer = try signingSeed.withUnsafeBytes { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
-        let signature = Array(try signer.signature(for: message.signedBytes))
-        message = SenderKeyMessage(keyId: keyId, iteration: iteration, ciphertext: ciphertext, signature: signature)
-        chainKey = next
+        guard let signer else { throw CryptoError.invalidKey("sender signing key is unavailable") }
+        let header = SenderKeyMessage.header(keyId: keyId, iteration: iteration)
+        let ad = header + associatedData
+        let message: SenderKeyMessage = try withUnsafeTemporaryAllocation(byteCount: 32 + 32 + SenderKeys.messageKeysLength,
+                                                                           alignment: 16) { scratch in
+            defer { sodium_memzero(scratch.baseAddress, scratch.count) }
+            let messageKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+            let next = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
+            let keys = UnsafeMutableRawBufferPointer(rebasing: scratch[64...])
+            chainKey.withUnsafeBytes { SessionPrimitives.chainStep($0, messageKey: messageKey, nextChainKey: next) }
+            SenderKeys.messageKeys(UnsafeRawBufferPointer(messageKey), into: keys)
+            let ciphertext = try plaintext.withUnsafeBytes { p in
+                try ad.withUnsafeBytes { a in
+                    try SessionPrimitives.seal(key: UnsafeRawBufferPointer(rebasing: keys[0..<32]),
+                                               nonce: UnsafeRawBufferPointer(rebasing: keys[32..<44]), plaintext: p, associatedData: a)
+                }
+            }
+            let unsigned = SenderKeyMessage(keyId: keyId, iteration: iteration, ciphertext: ciphertext, signature: [])
+            let signature = Array(try signer.signature(for: unsigned.signedBytes))
+            ChainKey.advance(&chainKey, to: UnsafeRawBufferPointer(next))
+            return SenderKeyMessage(keyId: keyId, iteration: iteration, ciphertext: ciphertext, signature: signature)
+        }
         iteration += 1
         return message
     }
@@ -228,7 +271,7 @@ public struct OwnSenderKey {
     /// Storage form (v1): version u8 ‖ keyId u32 ‖ iteration u32 ‖ chainKey 32 ‖ signingSeed 32.
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 73)
-        w.write(UInt8(1)); w.write(keyId); w.write(iteration); w.write(secure: chainKey); w.write(secure: signingSeed)
+        w.write(UInt8(1)); w.write(keyId); w.write(iteration); chainKey.withUnsafeBytes { w.write(bytes: $0) }; w.write(secure: signingSeed)
         return w.bytes
     }
 
@@ -248,15 +291,17 @@ public struct OwnSenderKey {
 public struct SenderKeyState {
     public let keyId: UInt32
     public let signingKey: [UInt8]
+    private let verifier: Curve25519.Signing.PublicKey?
     public private(set) var iteration: UInt32
-    var chainKey: SecureBytes
+    var chainKey: ChainKey
     var skipped: [(iteration: UInt32, messageKey: SecureBytes)] = []
 
     public init(distribution: SenderKeyDistributionMessage) {
         keyId = distribution.keyId
         signingKey = distribution.signingKey
+        verifier = try? Curve25519.Signing.PublicKey(rawRepresentation: distribution.signingKey)
         iteration = distribution.iteration
-        chainKey = distribution.chainKey
+        chainKey = ChainKey(distribution.chainKey)
     }
 
     public var skippedKeyCount: Int { skipped.count }
@@ -265,17 +310,28 @@ public struct SenderKeyState {
     /// ciphertext authenticated (DESIGN.md §1.5).
     public mutating func decrypt(_ message: SenderKeyMessage, associatedData: [UInt8]) throws -> [UInt8] {
         guard message.keyId == keyId else { throw CryptoError.invalidInput("message is for sender key \(message.keyId), not \(keyId)") }
-        guard let verifier = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey),
-              verifier.isValidSignature(message.signature, for: message.signedBytes) else {
+        guard let verifier, verifier.isValidSignature(message.signature, for: message.signedBytes) else {
             throw CryptoError.badSignature("channel message signature does not verify")
+        }
+        // The next message in order: derive in scratch memory, advance only after it opened.
+        if message.iteration == iteration, iteration < UInt32.max {
+            let plaintext: [UInt8] = try withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { scratch in
+                defer { sodium_memzero(scratch.baseAddress, scratch.count) }
+                let messageKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<32])
+                let next = UnsafeMutableRawBufferPointer(rebasing: scratch[32..<64])
+                chainKey.withUnsafeBytes { SessionPrimitives.chainStep($0, messageKey: messageKey, nextChainKey: next) }
+                let plaintext = try SenderKeys.open(message, messageKey: UnsafeRawBufferPointer(messageKey), associatedData: associatedData)
+                ChainKey.advance(&chainKey, to: UnsafeRawBufferPointer(next))
+                return plaintext
+            }
+            iteration += 1
+            return plaintext
         }
         var working = self
         let messageKey = try working.messageKey(for: message.iteration)
-        let keys = SenderKeys.messageKeys(messageKey)
-        let plaintext = try SessionPrimitives.open(
-            key: keys.key, nonce: keys.nonce, sealed: message.ciphertext[...],
-            associatedData: SenderKeyMessage.header(keyId: message.keyId, iteration: message.iteration) + associatedData,
-            what: "channel message")
+        let plaintext = try messageKey.withUnsafeBytes {
+            try SenderKeys.open(message, messageKey: $0, associatedData: associatedData)
+        }
         self = working
         return plaintext
     }
@@ -291,24 +347,26 @@ public struct SenderKeyState {
             throw CryptoError.limitExceeded(
                 "channel message is \(target - iteration) iterations ahead, more than \(SenderKeys.maxForwardJump)")
         }
-        var chain = chainKey
-        while iteration < target {
-            let (next, key) = SessionPrimitives.chainStep(chain)
-            skipped.append((iteration, key))
-            chain = next
+        // A sender never uses iteration UInt32.max (it must rotate first).
+        guard target < UInt32.max else { throw CryptoError.limitExceeded("sender key exhausted") }
+        var chain = chainKey.bytes
+        defer { chain.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) } }
+        var found: SecureBytes?
+        while iteration <= target {
+            let key = SecureBytes(count: 32) { mk in
+                chain.withUnsafeMutableBytes { c in SessionPrimitives.chainStep(UnsafeRawBufferPointer(c), messageKey: mk, nextChainKey: c) }
+            }
+            if iteration == target { found = key } else { skipped.append((iteration, key)) }
             iteration += 1
         }
         if skipped.count > SenderKeys.maxSkippedKeys { skipped.removeFirst(skipped.count - SenderKeys.maxSkippedKeys) }
-        let (next, key) = SessionPrimitives.chainStep(chain)
-        chainKey = next
-        // A state at UInt32.max has no further message; the sender must rotate.
-        guard iteration < UInt32.max else { throw CryptoError.limitExceeded("sender key exhausted") }
-        iteration += 1
-        return key
+        chainKey = chain.withUnsafeBytes { ChainKey(copying: $0) }
+        guard let found else { throw CryptoError.authenticationFailed("no key for iteration \(target)") }
+        return found
     }
 
     func serialize(into w: inout ByteWriter) {
-        w.write(keyId); w.write(bytes: signingKey); w.write(iteration); w.write(secure: chainKey)
+        w.write(keyId); w.write(bytes: signingKey); w.write(iteration); chainKey.withUnsafeBytes { w.write(bytes: $0) }
         w.write(UInt32(skipped.count))
         for entry in skipped { w.write(entry.iteration); w.write(secure: entry.messageKey) }
     }
@@ -316,8 +374,9 @@ public struct SenderKeyState {
     init(reading r: inout ByteReader) throws {
         keyId = try r.readUInt32("key id")
         signingKey = try r.readBytes(32, "signing key")
+        verifier = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey)
         iteration = try r.readUInt32("iteration")
-        chainKey = try r.readSecure(32, "chain key")
+        chainKey = ChainKey(try r.readSecure(32, "chain key"))
         let count = Int(try r.readUInt32("skipped count"))
         guard count <= SenderKeys.maxSkippedKeys else {
             throw WireError.tooLarge(field: "skipped sender keys", size: count, limit: SenderKeys.maxSkippedKeys)

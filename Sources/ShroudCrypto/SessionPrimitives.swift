@@ -399,5 +399,15 @@ final class ChainKey {
 
     func wipe() { sodium_memzero(base, Self.length) }
 
+    /// Moves a chain to its next key: in place when the caller holds the only reference, otherwise
+    /// (a copy of the owning state shares it) into a fresh key, so copies never see each other's changes.
+    static func advance(_ chainKey: inout ChainKey, to next: UnsafeRawBufferPointer) {
+        if isKnownUniquelyReferenced(&chainKey) {
+            chainKey.overwrite(from: next)
+        } else {
+            chainKey = ChainKey(copying: next)
+        }
+    }
+
     var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 }

@@ -153,7 +153,7 @@ import ShroudWire
     @Test func iterationNeverWraps() throws {
         var random = SeededRandom(seed: 88)
         let fresh = OwnSenderKey(random: &random)
-        var own = try OwnSenderKey(keyId: 5, iteration: UInt32.max - 1, chainKey: fresh.chainKey, signingSeed: fresh.signingSeed)
+        var own = try OwnSenderKey(keyId: 5, iteration: UInt32.max - 1, chainKey: SecureBytes(copying: fresh.chainKey.bytes), signingSeed: fresh.signingSeed)
         var bob = receiver(of: own)
         let last = try own.encrypt([1], associatedData: channel)
         #expect(throws: CryptoError.self) { try own.encrypt([2], associatedData: channel) }

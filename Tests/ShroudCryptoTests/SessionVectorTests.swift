@@ -165,7 +165,7 @@ import ShroudWire
         receiver.process(distribution)
         var messages: [[String: Any]] = []
         for text in ["first", "second", "third"] {
-            let chainKey = own.chainKey
+            let chainKey = SecureBytes(copying: own.chainKey.bytes)
             let (_, messageKey) = SessionPrimitives.chainStep(chainKey)
             let keys = SenderKeys.messageKeys(messageKey)
             let iteration = own.iteration
