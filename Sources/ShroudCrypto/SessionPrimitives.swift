@@ -36,13 +36,9 @@ enum SessionPrimitives {
     }
 
     static func agreementPublicKey(_ secret: SecureBytes) -> [UInt8] {
-        var pub = [UInt8](repeating: 0, count: keyLength)
-        secret.withUnsafeBytes { s in
-            pub.withUnsafeMutableBufferPointer { p in
-                _ = crypto_scalarmult_curve25519_base(p.baseAddress!, s.bindMemory(to: UInt8.self).baseAddress!)
-            }
-        }
-        return pub
+        // Any 32 bytes are a valid X25519 private key (clamping is part of X25519).
+        let key = secret.withUnsafeBytes { try? Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
+        return key.map { Array($0.publicKey.rawRepresentation) } ?? [UInt8](repeating: 0, count: keyLength)
     }
 
     /// One writable byte standing in for the base address of an empty buffer: libsodium's
