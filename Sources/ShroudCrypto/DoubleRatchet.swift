@@ -110,6 +110,7 @@ public struct DoubleRatchet {
     public static let messageKdfSalt = [UInt8](repeating: 0, count: 32)
 
     var ratchetSecret: SecureBytes
+    var ratchetPrivateKey: Curve25519.KeyAgreement.PrivateKey
     var ratchetPublicKey: [UInt8]
     var remoteRatchetKey: [UInt8]?
     var rootKey: SecureBytes
@@ -130,7 +131,7 @@ public struct DoubleRatchet {
                                  random: inout some RandomSource) throws -> DoubleRatchet {
         let pair = SessionPrimitives.generateAgreementKeyPair(using: &random)
         let (root, chain, nextHeader) = try rootStep(secrets.sharedKey, SessionPrimitives.agree(pair.secret, remoteRatchetKey))
-        var state = DoubleRatchet(ratchetSecret: pair.secret, ratchetPublicKey: pair.publicKey, rootKey: root,
+        var state = try DoubleRatchet(ratchetSecret: pair.secret, rootKey: root,
                                   nextSendingHeaderKey: nextHeader, nextReceivingHeaderKey: secrets.responderNextHeaderKey)
         state.remoteRatchetKey = remoteRatchetKey
         state.sendingChainKey = ChainKey(chain)
@@ -140,15 +141,16 @@ public struct DoubleRatchet {
 
     /// RatchetInitBobHE: the responder's ratchet key pair is its signed prekey; it can send only
     /// after the first message arrives.
-    public static func responder(secrets: X3DH.SharedSecrets, signedPreKey: SignedPreKey) -> DoubleRatchet {
-        DoubleRatchet(ratchetSecret: signedPreKey.secret, ratchetPublicKey: signedPreKey.publicKey, rootKey: secrets.sharedKey,
+    public static func responder(secrets: X3DH.SharedSecrets, signedPreKey: SignedPreKey) throws -> DoubleRatchet {
+        try DoubleRatchet(ratchetSecret: signedPreKey.secret, rootKey: secrets.sharedKey,
                       nextSendingHeaderKey: secrets.responderNextHeaderKey, nextReceivingHeaderKey: secrets.initiatorHeaderKey)
     }
 
-    init(ratchetSecret: SecureBytes, ratchetPublicKey: [UInt8], rootKey: SecureBytes,
-         nextSendingHeaderKey: SecureBytes, nextReceivingHeaderKey: SecureBytes) {
+    init(ratchetSecret: SecureBytes, rootKey: SecureBytes,
+         nextSendingHeaderKey: SecureBytes, nextReceivingHeaderKey: SecureBytes) throws {
         self.ratchetSecret = ratchetSecret
-        self.ratchetPublicKey = ratchetPublicKey
+        ratchetPrivateKey = try SessionPrimitives.agreementPrivateKey(ratchetSecret)
+        ratchetPublicKey = Array(ratchetPrivateKey.publicKey.rawRepresentation)
         self.rootKey = rootKey
         self.nextSendingHeaderKey = nextSendingHeaderKey
         self.nextReceivingHeaderKey = nextReceivingHeaderKey
@@ -426,13 +428,13 @@ public struct DoubleRatchet {
         sendingHeaderKey = nextSendingHeaderKey
         receivingHeaderKey = nextReceivingHeaderKey
         remoteRatchetKey = header.ratchetKey
-        let (root1, receiving, nextReceiving) = try Self.rootStep(rootKey, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
+        let (root1, receiving, nextReceiving) = try Self.rootStep(rootKey, SessionPrimitives.agree(ratchetPrivateKey, header.ratchetKey))
         receivingChainKey = ChainKey(receiving)
         nextReceivingHeaderKey = nextReceiving
-        let pair = SessionPrimitives.generateAgreementKeyPair(using: &random)
-        ratchetSecret = pair.secret
-        ratchetPublicKey = pair.publicKey
-        let (root2, sending, nextSending) = try Self.rootStep(root1, SessionPrimitives.agree(ratchetSecret, header.ratchetKey))
+        ratchetSecret = SecureBytes(randomCount: 32, using: &random)
+        ratchetPrivateKey = try SessionPrimitives.agreementPrivateKey(ratchetSecret)
+        ratchetPublicKey = Array(ratchetPrivateKey.publicKey.rawRepresentation)
+        let (root2, sending, nextSending) = try Self.rootStep(root1, SessionPrimitives.agree(ratchetPrivateKey, header.ratchetKey))
         rootKey = root2
         sendingChainKey = ChainKey(sending)
         nextSendingHeaderKey = nextSending
@@ -466,7 +468,8 @@ public struct DoubleRatchet {
 
     init(reading r: inout ByteReader) throws {
         ratchetSecret = try r.readSecure(32, "ratchet secret")
-        ratchetPublicKey = SessionPrimitives.agreementPublicKey(ratchetSecret)
+        ratchetPrivateKey = try SessionPrimitives.agreementPrivateKey(ratchetSecret)
+        ratchetPublicKey = Array(ratchetPrivateKey.publicKey.rawRepresentation)
         remoteRatchetKey = try r.readOptionalBytes(32, "remote ratchet key")
         rootKey = try r.readSecure(32, "root key")
         sendingChainKey = try r.readOptionalSecure(32, "sending chain key").map(ChainKey.init)

@@ -50,7 +50,7 @@ public struct Session {
                                        oneTimePreKey: oneTimePreKey)
         var session = Session(remoteIdentity: message.initiator, associatedData: secrets.associatedData,
                               baseKey: message.ephemeralKey,
-                              ratchet: DoubleRatchet.responder(secrets: secrets, signedPreKey: signedPreKey),
+                              ratchet: try DoubleRatchet.responder(secrets: secrets, signedPreKey: signedPreKey),
                               pendingPreKey: nil)
         let plaintext = try session.ratchet.decrypt(message.message, associatedData: session.associatedData, now: now,
                                                     random: &random)

@@ -13,12 +13,23 @@ enum SessionPrimitives {
     /// output (the peer sent a low-order point, so the result would not depend on our secret) is
     /// an error, never a silently weak key.
     static func agree(_ privateKey: SecureBytes, _ publicKey: [UInt8]) throws -> SecureBytes {
+        try agree(agreementPrivateKey(privateKey), publicKey)
+    }
+
+    /// The swift-crypto key object for an X25519 secret (building it derives the public key, so the
+    /// ratchet keeps the object rather than rebuilding it for every agreement).
+    static func agreementPrivateKey(_ secret: SecureBytes) throws -> Curve25519.KeyAgreement.PrivateKey {
+        do { return try secret.withUnsafeBytes { try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) } } catch {
+            throw CryptoError.invalidKey("X25519 private key must be 32 bytes")
+        }
+    }
+
+    static func agree(_ ours: Curve25519.KeyAgreement.PrivateKey, _ publicKey: [UInt8]) throws -> SecureBytes {
         guard publicKey.count == keyLength else { throw CryptoError.invalidKey("X25519 public key must be 32 bytes") }
         let peer: Curve25519.KeyAgreement.PublicKey
         do { peer = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: publicKey) } catch {
             throw CryptoError.invalidKey("X25519 public key is malformed")
         }
-        let ours = try privateKey.withUnsafeBytes { try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
         let shared = try ours.sharedSecretFromKeyAgreement(with: peer)
         let output = shared.withUnsafeBytes { SecureBytes(copying: $0) }
         // swift-crypto deliberately does not reject an all-zero result (low-order public key); we do.

@@ -27,7 +27,7 @@ import ShroudWire
         let spk = try SignedPreKey.generate(id: 1, identity: bob, now: 0, random: &random)
         let secrets = try X3DH.initiate(identity: alice, bundle: PreKeyBundle(identity: bob, signedPreKey: spk, oneTimePreKey: nil),
                                         random: &random).secrets
-        var ratchet = DoubleRatchet.responder(secrets: secrets, signedPreKey: spk)
+        var ratchet = try DoubleRatchet.responder(secrets: secrets, signedPreKey: spk)
         #expect(!ratchet.canSend)
         #expect(throws: CryptoError.self) { try ratchet.encrypt([1], associatedData: secrets.associatedData) }
     }
