@@ -193,3 +193,47 @@ import ShroudWire
     }
 }
 
+
+@Suite struct SenderKeyCipherTests {
+    let channel = Array("ops".utf8)
+
+    @Test func kickRotatesAndForgets() throws {
+        var random = SeededRandom(seed: 91)
+        let alice = InMemorySenderKeyStore(), bob = InMemorySenderKeyStore(), carol = InMemorySenderKeyStore()
+        let (a, b, c): ([UInt8], [UInt8], [UInt8]) = ([0xA], [0xB], [0xC])
+        // Everyone hands their distribution to everyone else.
+        let stores = [(a, alice), (b, bob), (c, carol)]
+        for (id, store) in stores {
+            let d = SenderKeyCipher.ownDistribution(channel: channel, store: store, random: &random)
+            for (other, otherStore) in stores where other != id { SenderKeyCipher.process(d, channel: channel, sender: id, store: otherStore) }
+        }
+        let hello = try SenderKeyCipher.encrypt(Array("hello all".utf8), channel: channel, store: alice, random: &random)
+        #expect(try SenderKeyCipher.decrypt(hello, channel: channel, sender: a, store: bob) == Array("hello all".utf8))
+        #expect(try SenderKeyCipher.decrypt(hello, channel: channel, sender: a, store: carol) == Array("hello all".utf8))
+        // Carol is kicked: Alice and Bob forget her keys and rotate; the new keys go to the remaining member.
+        let aliceNew = SenderKeyCipher.memberRemoved(c, channel: channel, store: alice, random: &random)
+        let bobNew = SenderKeyCipher.memberRemoved(c, channel: channel, store: bob, random: &random)
+        SenderKeyCipher.process(aliceNew, channel: channel, sender: a, store: bob)
+        SenderKeyCipher.process(bobNew, channel: channel, sender: b, store: alice)
+        #expect(alice.senders(channel: channel) == [b])
+        let secret = try SenderKeyCipher.encrypt(Array("without carol".utf8), channel: channel, store: alice, random: &random)
+        #expect(try SenderKeyCipher.decrypt(secret, channel: channel, sender: a, store: bob) == Array("without carol".utf8))
+        let carolBefore = carol.senderKeyRecord(channel: channel, sender: a)?.serialize()
+        #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(secret, channel: channel, sender: a, store: carol) }
+        #expect(carol.senderKeyRecord(channel: channel, sender: a)?.serialize() == carolBefore)
+        // Carol's own messages are no longer accepted by Alice.
+        let fromCarol = try SenderKeyCipher.encrypt([1], channel: channel, store: carol, random: &random)
+        #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(fromCarol, channel: channel, sender: c, store: alice) }
+    }
+
+    @Test func joinRotatesSoTheNewcomerCannotReadThePast() throws {
+        var random = SeededRandom(seed: 92)
+        let alice = InMemorySenderKeyStore(), dave = InMemorySenderKeyStore()
+        let before = try SenderKeyCipher.encrypt(Array("before dave".utf8), channel: channel, store: alice, random: &random)
+        let d = SenderKeyCipher.memberAdded(channel: channel, store: alice, random: &random)
+        SenderKeyCipher.process(d, channel: channel, sender: [0xA], store: dave)
+        #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(before, channel: channel, sender: [0xA], store: dave) }
+        let after = try SenderKeyCipher.encrypt(Array("welcome".utf8), channel: channel, store: alice, random: &random)
+        #expect(try SenderKeyCipher.decrypt(after, channel: channel, sender: [0xA], store: dave) == Array("welcome".utf8))
+    }
+}
