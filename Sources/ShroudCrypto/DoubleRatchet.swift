@@ -400,7 +400,7 @@ public struct DoubleRatchet {
         guard let chainKey = receivingChainKey, let headerKey = receivingHeaderKey else { return }
         var chain = [UInt8](repeating: 0, count: 32)
         defer { chain.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) } }
-        chainKey.withUnsafeBytes { chain.withUnsafeMutableBytes($0.copyBytes) }
+        chainKey.withUnsafeBytes { source in chain.withUnsafeMutableBytes { $0.copyMemory(from: source) } }
         while receiveIndex < until {
             let messageKey = SecureBytes(count: 32) { mk in
                 chain.withUnsafeMutableBytes { c in SessionPrimitives.chainStep(UnsafeRawBufferPointer(c), messageKey: mk, nextChainKey: c) }
