@@ -2,8 +2,8 @@ import Testing
 @testable import ShroudCrypto
 import ShroudWire
 
-/// Seeded random conversations: any interleaving of sends, deliveries, drops, reorders and
-/// duplicates decrypts every delivered message exactly once, to the right plaintext.
+/// Seeded random conversations: any interleaving of sends, deliveries, drops, reorders,
+/// duplicates and store/reload of either side decrypts every delivered message exactly once, to the right plaintext.
 @Suite struct RatchetPropertyTests {
     struct InFlight {
         let message: RatchetMessage
@@ -24,7 +24,7 @@ import ShroudWire
         var counter = 0
         var opened = 0
         for _ in 0..<400 {
-            switch pick(&choices, 10) {
+            switch pick(&choices, 11) {
             case 0, 1, 2:
                 counter += 1
                 let text = "a→b \(counter)"
@@ -41,6 +41,13 @@ import ShroudWire
                 #expect(text == item.plaintext)
                 delivered.append(item)
                 opened += 1
+            case 10:
+                // Store and reload one side, as a client restart would.
+                if pick(&choices, 2) == 0 {
+                    pair.alice = try #require(try SessionRecord(parsing: pair.aliceBytes).current)
+                } else {
+                    pair.bob = try #require(try SessionRecord(parsing: pair.bobBytes).current)
+                }
             default:
                 if pick(&choices, 2) == 0, !inFlight.isEmpty {
                     _ = inFlight.remove(at: pick(&choices, inFlight.count))  // lost
