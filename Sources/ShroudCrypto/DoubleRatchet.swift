@@ -270,11 +270,13 @@ public struct DoubleRatchet {
         return plaintext
     }
 
-    /// The common case without copying the state: no skipped keys are held and the message is the
-    /// next one of the current receiving chain. Returns nil when the message needs the general path;
-    /// throws (changing nothing) when it is the next message but does not authenticate.
+    /// The common case without copying the state: the message is the next one of the current
+    /// receiving chain. (No skipped key can belong to it: skipped keys of this chain have lower
+    /// indexes, and other chains have other header keys; expiry waits for the next general-path
+    /// message or `expireSkippedKeys`.) Returns nil when the message needs the general path; throws
+    /// (changing nothing) when it is the next message but does not authenticate.
     private mutating func decryptNextInChain(_ message: RatchetMessage, associatedData: [UInt8]) throws -> [UInt8]? {
-        guard skipped.isEmpty, receivingChainKey != nil, let headerKey = receivingHeaderKey,
+        guard receivingChainKey != nil, let headerKey = receivingHeaderKey,
               let header = Self.openHeader(message, headerKey: headerKey, associatedData: associatedData),
               header.index == receiveIndex, receiveIndex < UInt32.max else { return nil }
         let plaintext: [UInt8] = try withUnsafeTemporaryAllocation(byteCount: 64, alignment: 16) { scratch in
