@@ -43,7 +43,7 @@ public struct RatchetMessage: Equatable, Sendable {
             throw WireError.tooLarge(field: "ratchet message", size: bytes.count, limit: Self.maxLength)
         }
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "ratchet message")
+        try r.readVersion(expecting: Self.version, "ratchet message")
         encryptedHeader = try r.readBytes(Self.encryptedHeaderLength, "encrypted header")
         let length = Int(try r.readUInt32("body length"))
         guard length >= SessionPrimitives.tagLength else {
@@ -53,7 +53,7 @@ public struct RatchetMessage: Equatable, Sendable {
             throw WireError.tooLarge(field: "ratchet message body", size: length, limit: Self.maxBodyLength)
         }
         body = try r.readBytes(length, "body")
-        try r.expectEnd("ratchet message")
+        try r.rejectTrailingBytes("ratchet message")
     }
 }
 
@@ -80,7 +80,7 @@ struct RatchetHeader {
         ratchetKey = try r.readBytes(32, "header ratchet key")
         previousChainLength = try r.readUInt32("header previous chain length")
         index = try r.readUInt32("header index")
-        try r.expectEnd("ratchet header")
+        try r.rejectTrailingBytes("ratchet header")
     }
 }
 
@@ -452,34 +452,34 @@ public struct DoubleRatchet {
     /// previousSendCount u32 ‖ skippedCount u32 ‖ skippedCount × (headerKey 32 ‖ index u32 ‖
     /// messageKey 32 ‖ storedAt u64). "opt32" is a 0/1 presence byte then 32 bytes when present.
     func serialize(into w: inout ByteWriter) {
-        w.write(secure: ratchetSecret)
-        w.writeOptional(remoteRatchetKey)
-        w.write(secure: rootKey)
-        w.writeOptional(chain: sendingChainKey)
-        w.writeOptional(chain: receivingChainKey)
-        w.writeOptional(secure: sendingHeaderKey)
-        w.writeOptional(secure: receivingHeaderKey)
-        w.write(secure: nextSendingHeaderKey)
-        w.write(secure: nextReceivingHeaderKey)
+        w.writeSecret(ratchetSecret)
+        w.writePresenceFlagged(remoteRatchetKey)
+        w.writeSecret(rootKey)
+        w.writePresenceFlagged(chain: sendingChainKey)
+        w.writePresenceFlagged(chain: receivingChainKey)
+        w.writePresenceFlagged(secure: sendingHeaderKey)
+        w.writePresenceFlagged(secure: receivingHeaderKey)
+        w.writeSecret(nextSendingHeaderKey)
+        w.writeSecret(nextReceivingHeaderKey)
         w.write(sendIndex); w.write(receiveIndex); w.write(previousSendCount)
         w.write(UInt32(skipped.count))
         for entry in skipped {
-            w.write(secure: entry.headerKey); w.write(entry.index); w.write(secure: entry.messageKey); w.write(entry.storedAt)
+            w.writeSecret(entry.headerKey); w.write(entry.index); w.writeSecret(entry.messageKey); w.write(entry.storedAt)
         }
     }
 
     init(reading r: inout ByteReader) throws {
-        ratchetSecret = try r.readSecure(32, "ratchet secret")
+        ratchetSecret = try r.readSecret(32, "ratchet secret")
         ratchetPrivateKey = try SessionPrimitives.agreementPrivateKey(ratchetSecret)
         ratchetPublicKey = Array(ratchetPrivateKey.publicKey.rawRepresentation)
-        remoteRatchetKey = try r.readOptionalBytes(32, "remote ratchet key")
-        rootKey = try r.readSecure(32, "root key")
-        sendingChainKey = try r.readOptionalSecure(32, "sending chain key").map(ChainKey.init)
-        receivingChainKey = try r.readOptionalSecure(32, "receiving chain key").map(ChainKey.init)
-        sendingHeaderKey = try r.readOptionalSecure(32, "sending header key")
-        receivingHeaderKey = try r.readOptionalSecure(32, "receiving header key")
-        nextSendingHeaderKey = try r.readSecure(32, "next sending header key")
-        nextReceivingHeaderKey = try r.readSecure(32, "next receiving header key")
+        remoteRatchetKey = try r.readPresenceFlaggedBytes(32, "remote ratchet key")
+        rootKey = try r.readSecret(32, "root key")
+        sendingChainKey = try r.readPresenceFlaggedSecret(32, "sending chain key").map(ChainKey.init)
+        receivingChainKey = try r.readPresenceFlaggedSecret(32, "receiving chain key").map(ChainKey.init)
+        sendingHeaderKey = try r.readPresenceFlaggedSecret(32, "sending header key")
+        receivingHeaderKey = try r.readPresenceFlaggedSecret(32, "receiving header key")
+        nextSendingHeaderKey = try r.readSecret(32, "next sending header key")
+        nextReceivingHeaderKey = try r.readSecret(32, "next receiving header key")
         sendIndex = try r.readUInt32("send index")
         receiveIndex = try r.readUInt32("receive index")
         previousSendCount = try r.readUInt32("previous send count")
@@ -490,9 +490,9 @@ public struct DoubleRatchet {
         skipped = []
         skipped.reserveCapacity(count)
         for _ in 0..<count {
-            skipped.append(SkippedMessageKey(headerKey: try r.readSecure(32, "skipped header key"),
+            skipped.append(SkippedMessageKey(headerKey: try r.readSecret(32, "skipped header key"),
                                              index: try r.readUInt32("skipped index"),
-                                             messageKey: try r.readSecure(32, "skipped message key"),
+                                             messageKey: try r.readSecret(32, "skipped message key"),
                                              storedAt: try r.readUInt64("skipped stored at")))
         }
     }

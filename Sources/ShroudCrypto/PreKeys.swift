@@ -40,7 +40,7 @@ public struct SignedPreKey: Sendable {
     /// Private storage form: id u32 ‖ createdAt u64 ‖ public 32 ‖ signature 64 ‖ secret 32.
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 140)
-        w.write(id); w.write(createdAt); w.write(bytes: publicKey); w.write(bytes: signature); w.write(secure: secret)
+        w.write(id); w.write(createdAt); w.write(bytes: publicKey); w.write(bytes: signature); w.writeSecret(secret)
         return w.bytes
     }
 
@@ -50,8 +50,8 @@ public struct SignedPreKey: Sendable {
         createdAt = try r.readUInt64("signed prekey created")
         publicKey = try r.readBytes(32, "signed prekey public key")
         signature = try r.readBytes(64, "signed prekey signature")
-        secret = try r.readSecure(32, "signed prekey secret")
-        try r.expectEnd("signed prekey")
+        secret = try r.readSecret(32, "signed prekey secret")
+        try r.rejectTrailingBytes("signed prekey")
     }
 }
 
@@ -147,8 +147,8 @@ public struct PreKeyBundle: Equatable, Sendable {
             throw WireError.tooLarge(field: "prekey bundle", size: bytes.count, limit: Self.maxLength)
         }
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "prekey bundle")
-        let identity = try PublicIdentity.read(from: &r, "bundle identity")
+        try r.readVersion(expecting: Self.version, "prekey bundle")
+        let identity = try PublicIdentity.readSessionEncoding(from: &r, "bundle identity")
         let spkId = try r.readUInt32("signed prekey id")
         let spk = try r.readBytes(32, "signed prekey")
         let sig = try r.readBytes(64, "signed prekey signature")
@@ -162,7 +162,7 @@ public struct PreKeyBundle: Equatable, Sendable {
         case let other:
             throw WireError.invalid(field: "one-time prekey flag", reason: "must be 0 or 1, got \(other)")
         }
-        try r.expectEnd("prekey bundle")
+        try r.rejectTrailingBytes("prekey bundle")
         try self.init(identity: identity, signedPreKeyId: spkId, signedPreKey: spk, signedPreKeySignature: sig,
                       oneTimePreKeyId: opkId, oneTimePreKey: opk)
     }

@@ -109,7 +109,7 @@ public struct SenderKeyMessage: Equatable, Sendable {
             throw WireError.tooLarge(field: "sender key message", size: bytes.count, limit: Self.maxLength)
         }
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "sender key message")
+        try r.readVersion(expecting: Self.version, "sender key message")
         keyId = try r.readUInt32("key id")
         iteration = try r.readUInt32("iteration")
         let length = Int(try r.readUInt32("ciphertext length"))
@@ -121,7 +121,7 @@ public struct SenderKeyMessage: Equatable, Sendable {
         }
         ciphertext = try r.readBytes(length, "ciphertext")
         signature = try r.readBytes(Self.signatureLength, "signature")
-        try r.expectEnd("sender key message")
+        try r.rejectTrailingBytes("sender key message")
     }
 }
 
@@ -147,7 +147,7 @@ public struct SenderKeyDistributionMessage: Sendable {
 
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: Self.length)
-        w.write(Self.version); w.write(keyId); w.write(iteration); w.write(secure: chainKey); w.write(bytes: signingKey)
+        w.write(Self.version); w.write(keyId); w.write(iteration); w.writeSecret(chainKey); w.write(bytes: signingKey)
         return w.bytes
     }
 
@@ -156,12 +156,12 @@ public struct SenderKeyDistributionMessage: Sendable {
             throw WireError.tooLarge(field: "sender key distribution", size: bytes.count, limit: Self.length)
         }
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "sender key distribution")
+        try r.readVersion(expecting: Self.version, "sender key distribution")
         keyId = try r.readUInt32("key id")
         iteration = try r.readUInt32("iteration")
-        chainKey = try r.readSecure(32, "chain key")
+        chainKey = try r.readSecret(32, "chain key")
         signingKey = try r.readBytes(32, "signing key")
-        try r.expectEnd("sender key distribution")
+        try r.rejectTrailingBytes("sender key distribution")
         guard (try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey)) != nil else {
             throw CryptoError.invalidKey("sender signing key is not a valid Ed25519 key")
         }
@@ -271,18 +271,18 @@ public struct OwnSenderKey {
     /// Storage form (v1): version u8 ‖ keyId u32 ‖ iteration u32 ‖ chainKey 32 ‖ signingSeed 32.
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 73)
-        w.write(UInt8(1)); w.write(keyId); w.write(iteration); chainKey.withUnsafeBytes { w.write(bytes: $0) }; w.write(secure: signingSeed)
+        w.write(UInt8(1)); w.write(keyId); w.write(iteration); chainKey.withUnsafeBytes { w.write(bytes: $0) }; w.writeSecret(signingSeed)
         return w.bytes
     }
 
     public init(parsing bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
-        try r.expectVersion(1, "own sender key")
+        try r.readVersion(expecting: 1, "own sender key")
         let keyId = try r.readUInt32("key id")
         let iteration = try r.readUInt32("iteration")
-        let chainKey = try r.readSecure(32, "chain key")
-        let seed = try r.readSecure(32, "signing seed")
-        try r.expectEnd("own sender key")
+        let chainKey = try r.readSecret(32, "chain key")
+        let seed = try r.readSecret(32, "signing seed")
+        try r.rejectTrailingBytes("own sender key")
         try self.init(keyId: keyId, iteration: iteration, chainKey: chainKey, signingSeed: seed)
     }
 }
@@ -368,7 +368,7 @@ public struct SenderKeyState {
     func serialize(into w: inout ByteWriter) {
         w.write(keyId); w.write(bytes: signingKey); w.write(iteration); chainKey.withUnsafeBytes { w.write(bytes: $0) }
         w.write(UInt32(skipped.count))
-        for entry in skipped { w.write(entry.iteration); w.write(secure: entry.messageKey) }
+        for entry in skipped { w.write(entry.iteration); w.writeSecret(entry.messageKey) }
     }
 
     init(reading r: inout ByteReader) throws {
@@ -376,12 +376,12 @@ public struct SenderKeyState {
         signingKey = try r.readBytes(32, "signing key")
         verifier = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey)
         iteration = try r.readUInt32("iteration")
-        chainKey = ChainKey(try r.readSecure(32, "chain key"))
+        chainKey = ChainKey(try r.readSecret(32, "chain key"))
         let count = Int(try r.readUInt32("skipped count"))
         guard count <= SenderKeys.maxSkippedKeys else {
             throw WireError.tooLarge(field: "skipped sender keys", size: count, limit: SenderKeys.maxSkippedKeys)
         }
-        skipped = try (0..<count).map { _ in (try r.readUInt32("skipped iteration"), try r.readSecure(32, "skipped key")) }
+        skipped = try (0..<count).map { _ in (try r.readUInt32("skipped iteration"), try r.readSecret(32, "skipped key")) }
     }
 }
 
@@ -419,13 +419,13 @@ public struct SenderKeyRecord {
 
     public init(parsing bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "sender key record")
+        try r.readVersion(expecting: Self.version, "sender key record")
         let count = Int(try r.readUInt8("state count"))
         guard count <= SenderKeys.maxStatesPerSender else {
             throw WireError.tooLarge(field: "sender key states", size: count, limit: SenderKeys.maxStatesPerSender)
         }
         states = try (0..<count).map { _ in try SenderKeyState(reading: &r) }
-        try r.expectEnd("sender key record")
+        try r.rejectTrailingBytes("sender key record")
     }
 }
 

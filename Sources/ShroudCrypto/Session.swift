@@ -91,7 +91,7 @@ public struct Session {
     }
 
     init(reading r: inout ByteReader) throws {
-        remoteIdentity = try PublicIdentity.read(from: &r, "session remote identity")
+        remoteIdentity = try PublicIdentity.readSessionEncoding(from: &r, "session remote identity")
         associatedData = try r.readBytes(X3DH.associatedDataLength, "session associated data")
         baseKey = try r.readBytes(32, "session base key")
         switch try r.readUInt8("pending prekey flag") {
@@ -223,7 +223,7 @@ public struct SessionRecord {
 
     public init(parsing bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "session record")
+        try r.readVersion(expecting: Self.version, "session record")
         let hasCurrent = try r.readUInt8("current session flag")
         guard hasCurrent <= 1 else { throw WireError.invalid(field: "current session flag", reason: "got \(hasCurrent)") }
         let archivedCount = Int(try r.readUInt8("archived session count"))
@@ -232,6 +232,6 @@ public struct SessionRecord {
         }
         current = hasCurrent == 1 ? try Session(reading: &r) : nil
         archived = try (0..<archivedCount).map { _ in try Session(reading: &r) }
-        try r.expectEnd("session record")
+        try r.rejectTrailingBytes("session record")
     }
 }

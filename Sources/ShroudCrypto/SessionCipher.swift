@@ -20,7 +20,7 @@ public enum SessionCipher {
     public static func encrypt(_ plaintext: [UInt8], to remoteSigningKey: [UInt8], identities: some IdentityStore,
                                sessions: some SessionStore) throws -> SessionMessage {
         guard var record = sessions.sessionRecord(for: remoteSigningKey), var session = record.current else {
-            throw CryptoError.invalidInput("no session with identity \(hexPrefix(remoteSigningKey)); fetch its prekey bundle first")
+            throw CryptoError.invalidInput("no session with identity \(identityHexPrefix(remoteSigningKey)); fetch its prekey bundle first")
         }
         if case .blocked = identities.check(session.remoteIdentity) {
             throw SessionTrustError.blocked(signingKey: remoteSigningKey)

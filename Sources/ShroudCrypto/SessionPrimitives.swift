@@ -283,7 +283,7 @@ enum SessionPrimitives {
 
 extension ByteReader {
     /// Reads a presence byte (0 or 1) followed, when present, by `count` bytes.
-    mutating func readOptionalBytes(_ count: Int, _ field: String) throws -> [UInt8]? {
+    mutating func readPresenceFlaggedBytes(_ count: Int, _ field: String) throws -> [UInt8]? {
         switch try readUInt8(field + " flag") {
         case 0: return nil
         case 1: return try readBytes(count, field)
@@ -291,24 +291,24 @@ extension ByteReader {
         }
     }
 
-    mutating func readSecure(_ count: Int, _ field: String) throws -> SecureBytes {
+    mutating func readSecret(_ count: Int, _ field: String) throws -> SecureBytes {
         var bytes = try readBytes(count, field)
         defer { for i in bytes.indices { bytes[i] = 0 } }
         return SecureBytes(copying: bytes)
     }
 
-    mutating func readOptionalSecure(_ count: Int, _ field: String) throws -> SecureBytes? {
-        guard var bytes = try readOptionalBytes(count, field) else { return nil }
+    mutating func readPresenceFlaggedSecret(_ count: Int, _ field: String) throws -> SecureBytes? {
+        guard var bytes = try readPresenceFlaggedBytes(count, field) else { return nil }
         defer { for i in bytes.indices { bytes[i] = 0 } }
         return SecureBytes(copying: bytes)
     }
 
     /// Fails unless the whole input was consumed, so trailing garbage is never silently accepted.
-    func expectEnd(_ what: String) throws {
+    func rejectTrailingBytes(_ what: String) throws {
         guard isAtEnd else { throw WireError.invalid(field: what, reason: "\(remaining) trailing bytes") }
     }
 
-    mutating func expectVersion(_ expected: UInt8, _ what: String) throws {
+    mutating func readVersion(expecting expected: UInt8, _ what: String) throws {
         let version = try readUInt8(what + " version")
         guard version == expected else {
             throw WireError.invalid(field: what + " version", reason: "unsupported version \(version), expected \(expected)")
@@ -317,20 +317,20 @@ extension ByteReader {
 }
 
 extension ByteWriter {
-    mutating func writeOptional(_ bytes: [UInt8]?) {
+    mutating func writePresenceFlagged(_ bytes: [UInt8]?) {
         if let bytes { write(UInt8(1)); write(bytes: bytes) } else { write(UInt8(0)) }
     }
 
-    mutating func write(secure: SecureBytes) {
+    mutating func writeSecret(_ secure: SecureBytes) {
         secure.withUnsafeBytes { write(bytes: $0) }
     }
 
-    mutating func writeOptional(chain: ChainKey?) {
+    mutating func writePresenceFlagged(chain: ChainKey?) {
         if let chain { write(UInt8(1)); chain.withUnsafeBytes { write(bytes: $0) } } else { write(UInt8(0)) }
     }
 
-    mutating func writeOptional(secure: SecureBytes?) {
-        if let secure { write(UInt8(1)); write(secure: secure) } else { write(UInt8(0)) }
+    mutating func writePresenceFlagged(secure: SecureBytes?) {
+        if let secure { write(UInt8(1)); writeSecret(secure) } else { write(UInt8(0)) }
     }
 }
 
@@ -350,7 +350,7 @@ extension PublicIdentity {
                       agreementSignature: Array(bytes[64..<128]))
     }
 
-    static func read(from reader: inout ByteReader, _ field: String) throws -> PublicIdentity {
+    static func readSessionEncoding(from reader: inout ByteReader, _ field: String) throws -> PublicIdentity {
         try PublicIdentity(parsingSessionEncoding: try reader.readBytes(sessionEncodingLength, field))
     }
 }

@@ -28,13 +28,13 @@ public enum SessionTrustError: Error, Equatable, Sendable, CustomStringConvertib
 
     public var description: String {
         switch self {
-        case let .identityChanged(key): return "identity \(hexPrefix(key)) changed since it was pinned; verify the safety number"
-        case let .blocked(key): return "identity \(hexPrefix(key)) is blocked"
+        case let .identityChanged(key): return "identity \(identityHexPrefix(key)) changed since it was pinned; verify the safety number"
+        case let .blocked(key): return "identity \(identityHexPrefix(key)) is blocked"
         }
     }
 }
 
-func hexPrefix(_ bytes: [UInt8]) -> String {
+func identityHexPrefix(_ bytes: [UInt8]) -> String {
     bytes.prefix(8).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
 }
 

@@ -134,8 +134,8 @@ public struct PreKeyMessage: Equatable, Sendable {
             throw WireError.tooLarge(field: "prekey message", size: bytes.count, limit: Self.maxLength)
         }
         var r = ByteReader(bytes)
-        try r.expectVersion(Self.version, "prekey message")
-        initiator = try PublicIdentity.read(from: &r, "prekey message initiator")
+        try r.readVersion(expecting: Self.version, "prekey message")
+        initiator = try PublicIdentity.readSessionEncoding(from: &r, "prekey message initiator")
         ephemeralKey = try r.readBytes(32, "ephemeral key")
         signedPreKeyId = try r.readUInt32("signed prekey id")
         switch try r.readUInt8("one-time prekey flag") {
@@ -148,6 +148,6 @@ public struct PreKeyMessage: Equatable, Sendable {
             throw WireError.tooLarge(field: "ratchet message", size: length, limit: RatchetMessage.maxLength)
         }
         message = try RatchetMessage(parsing: try r.readBytes(length, "ratchet message"))
-        try r.expectEnd("prekey message")
+        try r.rejectTrailingBytes("prekey message")
     }
 }

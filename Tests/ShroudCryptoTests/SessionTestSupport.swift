@@ -107,9 +107,9 @@ struct RatchetPair {
     var bobBytes: [UInt8] { SessionRecord(current: bob).serialize() }
 }
 
-func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+func sessionHex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
-func unhex(_ text: String) -> [UInt8] {
+func sessionUnhex(_ text: String) -> [UInt8] {
     var out: [UInt8] = []
     var chars = Array(text.utf8)
     if chars.count % 2 == 1 { chars.insert(UInt8(ascii: "0"), at: 0) }
@@ -120,5 +120,5 @@ func unhex(_ text: String) -> [UInt8] {
 }
 
 /// The repository root, found from this file's path, for reading and writing committed files.
-let repositoryRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+let sessionRepositoryRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()

@@ -7,12 +7,12 @@ import ShroudWire
 /// of ShroudCrypto's session code), the way another implementation would use them.
 @Suite struct SessionVectorCheckTests {
     static func load(_ name: String) throws -> [String: Any] {
-        let data = try Data(contentsOf: repositoryRoot.appendingPathComponent("docs/vectors/\(name)"))
+        let data = try Data(contentsOf: sessionRepositoryRoot.appendingPathComponent("docs/vectors/\(name)"))
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
     static func bytes(_ object: [String: Any], _ key: String) throws -> [UInt8] {
-        unhex(try #require(object[key] as? String, "missing \(key)"))
+        sessionUnhex(try #require(object[key] as? String, "missing \(key)"))
     }
 
     static func dh(_ secret: [UInt8], _ pub: [UInt8]) throws -> [UInt8] {
@@ -51,7 +51,7 @@ import ShroudWire
         if let opk = v["bob_one_time_prekey"] as? [String: Any] {
             dhs.append(try Self.dh(try Self.bytes(eph, "secret"), try Self.bytes(opk, "public")))
         }
-        #expect(dhs.map(hex) == (v["dh"] as? [String]))
+        #expect(dhs.map(sessionHex) == (v["dh"] as? [String]))
         let ikm = [UInt8](repeating: 0xFF, count: 32) + dhs.flatMap { $0 }
         let out = Self.hkdf(ikm, salt: [UInt8](repeating: 0, count: 32), info: Array("shroud/v1/x3dh".utf8), 96)
         #expect(Array(out[0..<32]) == (try Self.bytes(v, "sk")))
