@@ -315,8 +315,10 @@ public struct DoubleRatchet {
             // The header nonce is bound to the message key: a header moved onto another body fails here.
             let sentNonce = message.encryptedHeader.prefix(SessionPrimitives.nonceLength)
             let expected = UnsafeRawBufferPointer(rebasing: keys[44..<56])
-            let sameNonce = sentNonce.withUnsafeBytes { sodium_memcmp($0.baseAddress, expected.baseAddress, SessionPrimitives.nonceLength) == 0 }
-            guard sentNonce.count == SessionPrimitives.nonceLength, sameNonce else {
+            let sameNonce = sentNonce.count == SessionPrimitives.nonceLength && sentNonce.withUnsafeBytes {
+                sodium_memcmp($0.baseAddress, expected.baseAddress, SessionPrimitives.nonceLength) == 0
+            }
+            guard sameNonce else {
                 throw CryptoError.authenticationFailed("message header does not belong to this message key")
             }
             let bodyAD = bodyAssociatedData(associatedData, message.encryptedHeader)
