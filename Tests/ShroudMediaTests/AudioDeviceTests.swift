@@ -192,6 +192,24 @@ struct ALSAPulseAudioTests {
         let loud = recorded.indices.filter { abs(Int(recorded[$0])) > 8_000 }
         #expect(loud.count > 20_000, "\(loud.count) loud samples")
     }
+
+    @Test("a playback underrun is recovered and counted, and playback goes on")
+    func underrunRecovered() throws {
+        let pulse = try PulseAudioServer()
+        defer { pulse.stop() }
+        // `handle_underrun` makes the pulse plugin report underruns as ALSA xruns (-EPIPE).
+        let text = "pcm.vsink_play { type pulse server \"unix:\(pulse.socketPath)\" device \"vsink\" handle_underrun true }"
+        let playback = try AudioPlayback(device: "vsink_play", format: try AudioFormat(),
+                                         configuration: try ALSAConfiguration(text: text))
+        let chunk = [Int16](repeating: 1000, count: 960 * 8)
+        try playback.write(chunk)
+        #expect(playback.stats.xruns == 0)
+        // Sleep far longer than the 80 ms buffer: the device runs dry.
+        usleep(500_000)
+        try playback.write(chunk)
+        #expect(playback.stats.xruns >= 1)
+        #expect(playback.stats.frames == 2 * 960 * 8)
+    }
 }
 
 /// Plays samples into an ALSA device on a thread of its own.
