@@ -150,6 +150,19 @@ struct ScreenCaptureTests {
         #expect(clock.sleeps == 3)
     }
 
+    @Test("an X server that goes away is a MediaError, not an exit", arguments: [true, false])
+    func serverGone(sharedMemory: Bool) throws {
+        let server = try XvfbServer(width: 160, height: 120)
+        let display = try X11Display(name: server.displayName)
+        let capturer = try ScreenCapturer(display: display, allowSharedMemory: sharedMemory)
+        _ = try capturer.captureFrame()
+        server.stop()
+        #expect(throws: MediaError.device("lost the connection to X display \(server.displayName)")) {
+            try capturer.captureFrame()
+        }
+        #expect(throws: MediaError.self) { try display.screenSize() }
+    }
+
     @Test("the display list shows a running Xvfb with its size")
     func displayList() throws {
         let server = try XvfbServer(width: 320, height: 200)
