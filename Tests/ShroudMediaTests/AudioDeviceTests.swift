@@ -112,6 +112,20 @@ struct ALSAFilePluginTests {
         }
     }
 
+    @Test("configuration from a file, and a negative frame count refused")
+    func configurationFile() throws {
+        let temp = try TemporaryDirectory()
+        let samples = testSamples(count: 960 * 3, seed: 5)
+        try littleEndianBytes(samples).write(to: URL(fileURLWithPath: temp.path("in.raw")))
+        let text = filePCMConfiguration(name: "shroud_test_file", infile: temp.path("in.raw"),
+                                        outfile: "/dev/null", channels: 1)
+        try text.write(toFile: temp.path("asound.conf"), atomically: true, encoding: .utf8)
+        let capture = try AudioCapture(device: "shroud_test_file", format: try AudioFormat(),
+                                       configuration: try ALSAConfiguration(contentsOfFile: temp.path("asound.conf")))
+        #expect(try capture.read(frames: 960 * 3) == samples)
+        #expect(throws: MediaError.self) { try capture.read(frames: -1) }
+    }
+
     @Test("malformed configuration text is a MediaError")
     func malformedConfiguration() {
         #expect(throws: MediaError.self) { try ALSAConfiguration(text: "pcm.broken { type plug ") }
