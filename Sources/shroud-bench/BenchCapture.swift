@@ -71,7 +71,7 @@ func benchCapture(_ arguments: [String]) throws {
             try measure(server.displayName, label: "\(label) (\(entry.size))")
         }
     }
-    table.print(title: "X11 capture, one thread (Xvfb, \(fmt(seconds, 0)) s per row)")
+    table.print(title: "X11 capture, one thread (Xvfb, \(fmt(seconds, 1)) s per row)")
     Swift.print("\nstages: " + (stages.isEmpty ? "none (capture only)" : stages.map(\.name).joined(separator: ", ")))
 }
 
