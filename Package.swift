@@ -77,11 +77,14 @@ let package = Package(
         ]),
 
         // MARK: Tests
+        // Real servers and reference tools for the tests: a private Xvfb and PulseAudio, ffmpeg as
+        // an independent decoder, the committed fixtures. Never linked into a product.
+        .target(name: "ShroudTestSupport", dependencies: ["ShroudMedia", "CX11"]),
         .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "CX11"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
         .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
         .testTarget(name: "ShroudNetTests", dependencies: [
             "ShroudNet", "ShroudRelayCore",
@@ -89,7 +92,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        .testTarget(name: "EndToEndTests", dependencies: ["ShroudTestSupport", "ShroudMedia", "CX11"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Foundation
 import ShroudMedia
 import Testing

@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import CX11
 import Foundation
 import ShroudMedia
