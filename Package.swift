@@ -73,7 +73,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-bench", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport",
         ]),
 
         // MARK: Tests
