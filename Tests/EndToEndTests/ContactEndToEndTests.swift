@@ -50,6 +50,26 @@ import Testing
         #expect(try run(shroud, ["--home", alice, "contact", "list", "--json"]).jsonLines.first?["verified"] as? Bool == true)
     }
 
+    /// The question is asked on a real terminal: util-linux `script` (bsdutils, an essential Debian
+    /// package) gives the command a pseudo-terminal and feeds it our standard input.
+    @Test(.timeLimit(.minutes(3))) func theTerminalQuestionDecides() throws {
+        let dir = TemporaryDirectory()
+        let alice = dir.path + "/alice"
+        _ = try newIdentity(alice)
+        let bobID = try newIdentity(dir.path + "/bob")
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobID]).status == 0)
+        let command = "'\(shroud)' --home '\(alice)' contact verify bob"
+        let declined = try run("/usr/bin/script", ["-q", "-e", "-c", command, "/dev/null"], stdin: "n\n")
+        #expect(declined.status == 1)
+        #expect(declined.stdout.contains("[y/N]") && declined.stdout.contains("not verified"), "\(declined.stdout)")
+        #expect(try run(shroud, ["--home", alice, "contact", "list", "--json"]).jsonLines.first?["verified"] as? Bool == false)
+
+        let confirmed = try run("/usr/bin/script", ["-q", "-e", "-c", command, "/dev/null"], stdin: "y\n")
+        #expect(confirmed.status == 0, "\(confirmed.stdout)")
+        #expect(confirmed.stdout.contains("bob is verified"))
+        #expect(try run(shroud, ["--home", alice, "contact", "list", "--json"]).jsonLines.first?["verified"] as? Bool == true)
+    }
+
     @Test(.timeLimit(.minutes(3))) func aChangedKeyIsALoudWarningAndNeedsVerification() throws {
         let dir = TemporaryDirectory()
         let alice = dir.path + "/alice"
