@@ -121,6 +121,21 @@ import Testing
         let sealed = try cipher.seal([1, 2, 3], table: "t", row: [atLimit])
         #expect(try cipher.open(sealed, table: "t", row: [atLimit], rowName: "x") == [1, 2, 3])
         #expect(throws: CryptoError.self) { try cipher.seal([1], table: "t", row: [atLimit + [7]]) }
+        // Random boxes of every short length, and valid boxes with one byte changed, never open.
+        var random = SeededRandom(seed: 64)
+        for length in 0..<80 {
+            #expect(throws: ProfileError.rowAuthenticationFailed(table: "t", row: "x")) {
+                try cipher.open(random.bytes(length), table: "t", row: [[1]], rowName: "x")
+            }
+        }
+        let small = try cipher.seal([9, 8, 7], table: "t", row: [[1]])
+        for index in small.indices {
+            var altered = small
+            altered[index] ^= 0x80
+            #expect(throws: ProfileError.rowAuthenticationFailed(table: "t", row: "x")) {
+                try cipher.open(altered, table: "t", row: [[1]], rowName: "x")
+            }
+        }
         // The table is bound too.
         #expect(throws: ProfileError.rowAuthenticationFailed(table: "u", row: "x")) {
             try cipher.open(sealed, table: "u", row: [atLimit], rowName: "x")
