@@ -172,15 +172,16 @@ public final class ContactBook: Sendable {
     }
 
     private static func contact(from row: Row) throws -> Contact {
-        let name: String = row["name"]
-        guard let trust = ContactTrust(rawValue: row["trust"]) else {
+        let name = try row.decode(String.self, forColumn: "name")
+        guard let trust = ContactTrust(rawValue: try row.decode(String.self, forColumn: "trust")) else {
             throw ProfileError.corrupt("contact \"\(name)\" has an unknown trust state")
         }
-        let previous = (row["previous_signing_key"] as Data?).map { [UInt8]($0) }
+        let previous = try row.decode(Data?.self, forColumn: "previous_signing_key").map { [UInt8]($0) }
+        let signingKey = try row.bytes("signing_key")
+        let addedAt = try row.decode(Date.self, forColumn: "added_at"), changedAt = try row.decode(Date.self, forColumn: "changed_at")
         return try parseStored("contact \"\(name)\"") {
-            Contact(name: name, id: try IdentityID(signingKey: [UInt8](row["signing_key"] as Data)), trust: trust,
-                    previousID: try previous.map { try IdentityID(signingKey: $0) },
-                    addedAt: row["added_at"], changedAt: row["changed_at"])
+            Contact(name: name, id: try IdentityID(signingKey: signingKey), trust: trust,
+                    previousID: try previous.map { try IdentityID(signingKey: $0) }, addedAt: addedAt, changedAt: changedAt)
         }
     }
 }

@@ -182,6 +182,9 @@ public final class ProfileStore: Sendable {
             throw error
         } catch let error as DatabaseError {
             throw ProfileError.corrupt(error.message ?? "\(error.resultCode)")
+        } catch is RowDecodingError {
+            // GRDB's own text lists the whole row and statement; one line is enough here.
+            throw ProfileError.corrupt("a column holds a value of the wrong type")
         }
     }
 

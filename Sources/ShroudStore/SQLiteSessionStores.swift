@@ -51,6 +51,12 @@ func rowKey(_ value: UInt32) -> [UInt8] {
     [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
 }
 
+extension Row {
+    /// A blob column; a value of another type is a decoding error (`ProfileStore.wrap` turns it
+    /// into a one-line `ProfileError`), never a crash.
+    func bytes(_ column: String) throws -> [UInt8] { [UInt8](try decode(Data.self, forColumn: column)) }
+}
+
 func hexPrefix(_ bytes: [UInt8]) -> String {
     bytes.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
@@ -80,16 +86,15 @@ public final class SQLiteIdentityStore: IdentityStore {
             try profile.database.read { db in
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM pinned_identity WHERE signing_key = ?",
                                                  arguments: [Data(signingKey)]) else { return nil }
-                let raw: Int = row["decision"]
+                let raw = try row.decode(Int.self, forColumn: "decision")
                 guard let decision = UInt8(exactly: raw).flatMap(TrustDecision.init(rawValue:)) else {
                     throw ProfileError.corrupt("pinned identity \(hexPrefix(signingKey)) has unknown trust decision \(raw)")
                 }
                 // The binding signature is checked again on every read, so an edited row cannot
                 // slip in another agreement key.
                 let identity = try parseStored("pinned identity \(hexPrefix(signingKey))") {
-                    try PublicIdentity(signingKey: [UInt8](row["signing_key"] as Data),
-                                       agreementKey: [UInt8](row["agreement_key"] as Data),
-                                       agreementSignature: [UInt8](row["agreement_signature"] as Data))
+                    try PublicIdentity(signingKey: row.bytes("signing_key"), agreementKey: row.bytes("agreement_key"),
+                                       agreementSignature: row.bytes("agreement_signature"))
                 }
                 return (identity, decision)
             }
@@ -123,13 +128,13 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
     }
 
     public func oneTimePreKey(id: UInt32) throws -> OneTimePreKey? {
-        guard let row = try profile.wrap({
+        guard let (publicKey, sealed) = try profile.wrap({
             try profile.database.read { db in
                 try Row.fetchOne(db, sql: "SELECT public_key, sealed_secret FROM one_time_prekey WHERE id = ?", arguments: [Int64(id)])
+                    .map { (try $0.bytes("public_key"), try $0.bytes("sealed_secret")) }
             }
         }) else { return nil }
-        let publicKey = [UInt8](row["public_key"] as Data)
-        var secret = try cipher.open([UInt8](row["sealed_secret"] as Data), table: "one_time_prekey",
+        var secret = try cipher.open(sealed, table: "one_time_prekey",
                                      row: [rowKey(id), publicKey], rowName: "\(id)")
         defer { secret.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         guard secret.count == 32, publicKey.count == 32 else {
@@ -195,12 +200,12 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
         let rows = try profile.wrap {
             try profile.database.read { db in
                 try Row.fetchAll(db, sql: "SELECT id, sealed_record FROM signed_prekey ORDER BY id")
+                    .map { (try $0.decode(Int64.self, forColumn: "id"), try $0.bytes("sealed_record")) }
             }
         }
-        return try rows.map { row in
-            let raw: Int64 = row["id"]
+        return try rows.map { raw, sealed in
             guard let id = UInt32(exactly: raw) else { throw ProfileError.corrupt("signed prekey id \(raw) out of range") }
-            return try openSignedPreKey([UInt8](row["sealed_record"] as Data), id: id)
+            return try openSignedPreKey(sealed, id: id)
         }
     }
 

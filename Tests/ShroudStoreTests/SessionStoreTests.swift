@@ -160,6 +160,34 @@ import Testing
         }
     }
 
+    @Test func wronglyTypedValuesAreErrorsNotCrashes() throws {
+        let profile = try TestProfile(seed: 37)
+        let stores = profile.stores()
+        let remote = try TestProfile(seed: 38).identity.publicIdentity
+        try stores.identities.pin(remote, decision: .pinnedOnFirstUse)
+        try profile.execute("UPDATE pinned_identity SET agreement_key = 7")
+        #expect(throws: ProfileError.self) { try stores.identities.pinnedIdentity(signingKey: remote.signingKey) }
+        try stores.identities.pin(remote, decision: .pinnedOnFirstUse)
+        try profile.execute("UPDATE pinned_identity SET decision = 'verified'")
+        #expect(throws: ProfileError.self) { try stores.identities.pinnedIdentity(signingKey: remote.signingKey) }
+        try profile.execute("UPDATE pinned_identity SET decision = 9")
+        #expect(throws: ProfileError.self) { try stores.identities.pinnedIdentity(signingKey: remote.signingKey) }
+
+        let book = ContactBook(profile: profile.profile)
+        try book.add(name: "bob", id: remote.id)
+        try profile.execute("UPDATE contact SET added_at = x'00ff'")
+        #expect(throws: ProfileError.self) { try book.all() }
+        try profile.execute("UPDATE contact SET added_at = changed_at, trust = 5")
+        #expect(throws: ProfileError.self) { try book.contact(named: "bob") }
+
+        var random = SeededRandom(seed: 39)
+        try stores.signedPreKeys.storeSignedPreKey(try SignedPreKey.generate(id: 1, identity: profile.identity, now: 0, random: &random))
+        try profile.execute("UPDATE signed_prekey SET sealed_record = 42")
+        #expect(throws: ProfileError.self) { try stores.signedPreKeys.allSignedPreKeys() }
+        try profile.execute("UPDATE signed_prekey SET id = -1")
+        #expect(throws: ProfileError.self) { try stores.signedPreKeys.allSignedPreKeys() }
+    }
+
     @Test func theDatabaseHoldsNoSecretInClear() throws {
         let aliceProfile = try TestProfile(seed: 40), bobProfile = try TestProfile(seed: 41)
         let alice = Correspondent(identity: aliceProfile.identity, stores: aliceProfile.stores(), seed: 42)
