@@ -51,6 +51,7 @@ let package = Package(
         .target(name: "ShroudStore", dependencies: [
             "ShroudCrypto",
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ShroudNet", dependencies: [
             "ShroudRelayCore",
@@ -85,7 +86,9 @@ let package = Package(
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
         .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
-        .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
+        .testTarget(name: "ShroudStoreTests", dependencies: [
+            "ShroudStore", "ShroudCrypto", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "ShroudNetTests", dependencies: [
             "ShroudNet", "ShroudRelayCore",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -180,20 +180,20 @@ public enum SignedPreKeyRotation {
     @discardableResult
     public static func rotateIfDue(store: some SignedPreKeyStore, identity: IdentityKeyPair, now: UInt64,
                                    random: inout some RandomSource) throws -> SignedPreKey {
-        let all = store.allSignedPreKeys().sorted { $0.createdAt < $1.createdAt }
+        let all = try store.allSignedPreKeys().sorted { $0.createdAt < $1.createdAt }
         let current: SignedPreKey
         if let newest = all.last, now < newest.createdAt &+ rotationInterval {
             current = newest
         } else {
             let nextId = (all.map(\.id).max() ?? 0) &+ 1
             current = try SignedPreKey.generate(id: nextId, identity: identity, now: now, random: &random)
-            store.storeSignedPreKey(current)
+            try store.storeSignedPreKey(current)
         }
         // A replaced key was replaced when its successor was created.
-        let ordered = store.allSignedPreKeys().sorted { $0.createdAt < $1.createdAt }
+        let ordered = try store.allSignedPreKeys().sorted { $0.createdAt < $1.createdAt }
         for (index, key) in ordered.enumerated() where index + 1 < ordered.count {
             let replacedAt = ordered[index + 1].createdAt
-            if now >= replacedAt + gracePeriod { store.removeSignedPreKey(id: key.id) }
+            if now >= replacedAt + gracePeriod { try store.removeSignedPreKey(id: key.id) }
         }
         return current
     }

@@ -436,58 +436,58 @@ public enum SenderKeyCipher {
     /// Our current distribution for a channel, creating our sender key on first use. Send it to each
     /// member through the pairwise session (`SenderKeyDistributionMessage.seal(in:localIdentity:)`).
     public static func ownDistribution(channel: [UInt8], store: some SenderKeyStore,
-                                       random: inout some RandomSource) -> SenderKeyDistributionMessage {
-        if let own = store.ownSenderKey(channel: channel) { return own.distribution }
+                                       random: inout some RandomSource) throws -> SenderKeyDistributionMessage {
+        if let own = try store.ownSenderKey(channel: channel) { return own.distribution }
         let own = OwnSenderKey(random: &random)
-        store.storeOwnSenderKey(own, channel: channel)
+        try store.storeOwnSenderKey(own, channel: channel)
         return own.distribution
     }
 
     public static func encrypt(_ plaintext: [UInt8], channel: [UInt8], store: some SenderKeyStore,
                                random: inout some RandomSource) throws -> SenderKeyMessage {
-        var own = store.ownSenderKey(channel: channel) ?? OwnSenderKey(random: &random)
+        var own = try store.ownSenderKey(channel: channel) ?? OwnSenderKey(random: &random)
         let message = try own.encrypt(plaintext, associatedData: channel)
-        store.storeOwnSenderKey(own, channel: channel)
+        try store.storeOwnSenderKey(own, channel: channel)
         return message
     }
 
     /// Installs a member's distribution that arrived through the pairwise session with that member.
     public static func process(_ distribution: SenderKeyDistributionMessage, channel: [UInt8], sender: [UInt8],
-                               store: some SenderKeyStore) {
-        var record = store.senderKeyRecord(channel: channel, sender: sender) ?? SenderKeyRecord()
+                               store: some SenderKeyStore) throws {
+        var record = try store.senderKeyRecord(channel: channel, sender: sender) ?? SenderKeyRecord()
         record.process(distribution)
-        store.storeSenderKeyRecord(record, channel: channel, sender: sender)
+        try store.storeSenderKeyRecord(record, channel: channel, sender: sender)
     }
 
     public static func decrypt(_ message: SenderKeyMessage, channel: [UInt8], sender: [UInt8],
                                store: some SenderKeyStore) throws -> [UInt8] {
-        guard var record = store.senderKeyRecord(channel: channel, sender: sender) else {
+        guard var record = try store.senderKeyRecord(channel: channel, sender: sender) else {
             throw CryptoError.invalidInput("no sender key from this member in this channel")
         }
         let plaintext = try record.decrypt(message, associatedData: channel)
-        store.storeSenderKeyRecord(record, channel: channel, sender: sender)
+        try store.storeSenderKeyRecord(record, channel: channel, sender: sender)
         return plaintext
     }
 
     /// A member left or was removed: forget everything received from them and rotate our own sender
     /// key. Returns the new distribution, to be sent to the remaining members only.
     public static func memberRemoved(_ member: [UInt8], channel: [UInt8], store: some SenderKeyStore,
-                                     random: inout some RandomSource) -> SenderKeyDistributionMessage {
-        store.removeSender(channel: channel, sender: member)
-        return rotate(channel: channel, store: store, random: &random)
+                                     random: inout some RandomSource) throws -> SenderKeyDistributionMessage {
+        try store.removeSender(channel: channel, sender: member)
+        return try rotate(channel: channel, store: store, random: &random)
     }
 
     /// A member joined: rotate so the newcomer cannot read what was sent before. Returns the new
     /// distribution, to be sent to every member including the newcomer.
     public static func memberAdded(channel: [UInt8], store: some SenderKeyStore,
-                                   random: inout some RandomSource) -> SenderKeyDistributionMessage {
-        rotate(channel: channel, store: store, random: &random)
+                                   random: inout some RandomSource) throws -> SenderKeyDistributionMessage {
+        try rotate(channel: channel, store: store, random: &random)
     }
 
-    static func rotate(channel: [UInt8], store: some SenderKeyStore, random: inout some RandomSource) -> SenderKeyDistributionMessage {
-        var own = store.ownSenderKey(channel: channel) ?? OwnSenderKey(random: &random)
+    static func rotate(channel: [UInt8], store: some SenderKeyStore, random: inout some RandomSource) throws -> SenderKeyDistributionMessage {
+        var own = try store.ownSenderKey(channel: channel) ?? OwnSenderKey(random: &random)
         own.rotate(random: &random)
-        store.storeOwnSenderKey(own, channel: channel)
+        try store.storeOwnSenderKey(own, channel: channel)
         return own.distribution
     }
 }

@@ -38,15 +38,18 @@ func identityHexPrefix(_ bytes: [UInt8]) -> String {
     bytes.prefix(8).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
 }
 
+// Every method that reads or writes state throws, so a database-backed store can report a storage
+// failure (disk full, damaged row, locked profile) instead of pretending a record is absent.
+
 public protocol IdentityStore: AnyObject {
     var localIdentity: IdentityKeyPair { get }
-    func pinnedIdentity(signingKey: [UInt8]) -> (identity: PublicIdentity, decision: TrustDecision)?
-    func pin(_ identity: PublicIdentity, decision: TrustDecision)
+    func pinnedIdentity(signingKey: [UInt8]) throws -> (identity: PublicIdentity, decision: TrustDecision)?
+    func pin(_ identity: PublicIdentity, decision: TrustDecision) throws
 }
 
 extension IdentityStore {
-    public func check(_ identity: PublicIdentity) -> IdentityCheck {
-        guard let pinned = pinnedIdentity(signingKey: identity.signingKey) else { return .unknown }
+    public func check(_ identity: PublicIdentity) throws -> IdentityCheck {
+        guard let pinned = try pinnedIdentity(signingKey: identity.signingKey) else { return .unknown }
         if pinned.decision == .blocked { return .blocked }
         guard pinned.identity == identity else { return .changed(pinned: pinned.identity) }
         return .trusted(pinned.decision)
@@ -55,8 +58,8 @@ extension IdentityStore {
     /// Trust on first use: pins an unknown identity, accepts a pinned one, refuses a changed or
     /// blocked one with an error the user sees.
     public func acceptOnFirstUse(_ identity: PublicIdentity) throws {
-        switch check(identity) {
-        case .unknown: pin(identity, decision: .pinnedOnFirstUse)
+        switch try check(identity) {
+        case .unknown: try pin(identity, decision: .pinnedOnFirstUse)
         case .trusted: break
         case .changed: throw SessionTrustError.identityChanged(signingKey: identity.signingKey)
         case .blocked: throw SessionTrustError.blocked(signingKey: identity.signingKey)
@@ -65,35 +68,35 @@ extension IdentityStore {
 }
 
 public protocol PreKeyStore: AnyObject {
-    func oneTimePreKey(id: UInt32) -> OneTimePreKey?
-    func storeOneTimePreKey(_ key: OneTimePreKey)
-    func removeOneTimePreKey(id: UInt32)
-    var oneTimePreKeyCount: Int { get }
+    func oneTimePreKey(id: UInt32) throws -> OneTimePreKey?
+    func storeOneTimePreKey(_ key: OneTimePreKey) throws
+    func removeOneTimePreKey(id: UInt32) throws
+    var oneTimePreKeyCount: Int { get throws }
 }
 
 public protocol SignedPreKeyStore: AnyObject {
-    func signedPreKey(id: UInt32) -> SignedPreKey?
-    func storeSignedPreKey(_ key: SignedPreKey)
-    func removeSignedPreKey(id: UInt32)
-    func allSignedPreKeys() -> [SignedPreKey]
+    func signedPreKey(id: UInt32) throws -> SignedPreKey?
+    func storeSignedPreKey(_ key: SignedPreKey) throws
+    func removeSignedPreKey(id: UInt32) throws
+    func allSignedPreKeys() throws -> [SignedPreKey]
 }
 
 public protocol SessionStore: AnyObject {
-    func sessionRecord(for remoteSigningKey: [UInt8]) -> SessionRecord?
-    func storeSessionRecord(_ record: SessionRecord, for remoteSigningKey: [UInt8])
-    func removeSessionRecord(for remoteSigningKey: [UInt8])
+    func sessionRecord(for remoteSigningKey: [UInt8]) throws -> SessionRecord?
+    func storeSessionRecord(_ record: SessionRecord, for remoteSigningKey: [UInt8]) throws
+    func removeSessionRecord(for remoteSigningKey: [UInt8]) throws
 }
 
 public protocol SenderKeyStore: AnyObject {
     /// Our own sending state in a channel.
-    func ownSenderKey(channel: [UInt8]) -> OwnSenderKey?
-    func storeOwnSenderKey(_ key: OwnSenderKey, channel: [UInt8])
+    func ownSenderKey(channel: [UInt8]) throws -> OwnSenderKey?
+    func storeOwnSenderKey(_ key: OwnSenderKey, channel: [UInt8]) throws
     /// A member's receiving states in a channel, keyed by the member's signing key.
-    func senderKeyRecord(channel: [UInt8], sender: [UInt8]) -> SenderKeyRecord?
-    func storeSenderKeyRecord(_ record: SenderKeyRecord, channel: [UInt8], sender: [UInt8])
+    func senderKeyRecord(channel: [UInt8], sender: [UInt8]) throws -> SenderKeyRecord?
+    func storeSenderKeyRecord(_ record: SenderKeyRecord, channel: [UInt8], sender: [UInt8]) throws
     /// Forgets everything received from a member (called when the member leaves or is removed).
-    func removeSender(channel: [UInt8], sender: [UInt8])
-    func senders(channel: [UInt8]) -> [[UInt8]]
+    func removeSender(channel: [UInt8], sender: [UInt8]) throws
+    func senders(channel: [UInt8]) throws -> [[UInt8]]
 }
 
 // MARK: In-memory versions

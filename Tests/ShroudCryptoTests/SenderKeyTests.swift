@@ -204,17 +204,17 @@ import ShroudWire
         // Everyone hands their distribution to everyone else.
         let stores = [(a, alice), (b, bob), (c, carol)]
         for (id, store) in stores {
-            let d = SenderKeyCipher.ownDistribution(channel: channel, store: store, random: &random)
-            for (other, otherStore) in stores where other != id { SenderKeyCipher.process(d, channel: channel, sender: id, store: otherStore) }
+            let d = try SenderKeyCipher.ownDistribution(channel: channel, store: store, random: &random)
+            for (other, otherStore) in stores where other != id { try SenderKeyCipher.process(d, channel: channel, sender: id, store: otherStore) }
         }
         let hello = try SenderKeyCipher.encrypt(Array("hello all".utf8), channel: channel, store: alice, random: &random)
         #expect(try SenderKeyCipher.decrypt(hello, channel: channel, sender: a, store: bob) == Array("hello all".utf8))
         #expect(try SenderKeyCipher.decrypt(hello, channel: channel, sender: a, store: carol) == Array("hello all".utf8))
         // Carol is kicked: Alice and Bob forget her keys and rotate; the new keys go to the remaining member.
-        let aliceNew = SenderKeyCipher.memberRemoved(c, channel: channel, store: alice, random: &random)
-        let bobNew = SenderKeyCipher.memberRemoved(c, channel: channel, store: bob, random: &random)
-        SenderKeyCipher.process(aliceNew, channel: channel, sender: a, store: bob)
-        SenderKeyCipher.process(bobNew, channel: channel, sender: b, store: alice)
+        let aliceNew = try SenderKeyCipher.memberRemoved(c, channel: channel, store: alice, random: &random)
+        let bobNew = try SenderKeyCipher.memberRemoved(c, channel: channel, store: bob, random: &random)
+        try SenderKeyCipher.process(aliceNew, channel: channel, sender: a, store: bob)
+        try SenderKeyCipher.process(bobNew, channel: channel, sender: b, store: alice)
         #expect(alice.senders(channel: channel) == [b])
         let secret = try SenderKeyCipher.encrypt(Array("without carol".utf8), channel: channel, store: alice, random: &random)
         #expect(try SenderKeyCipher.decrypt(secret, channel: channel, sender: a, store: bob) == Array("without carol".utf8))
@@ -230,8 +230,8 @@ import ShroudWire
         var random = SeededRandom(seed: 92)
         let alice = InMemorySenderKeyStore(), dave = InMemorySenderKeyStore()
         let before = try SenderKeyCipher.encrypt(Array("before dave".utf8), channel: channel, store: alice, random: &random)
-        let d = SenderKeyCipher.memberAdded(channel: channel, store: alice, random: &random)
-        SenderKeyCipher.process(d, channel: channel, sender: [0xA], store: dave)
+        let d = try SenderKeyCipher.memberAdded(channel: channel, store: alice, random: &random)
+        try SenderKeyCipher.process(d, channel: channel, sender: [0xA], store: dave)
         #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(before, channel: channel, sender: [0xA], store: dave) }
         let after = try SenderKeyCipher.encrypt(Array("welcome".utf8), channel: channel, store: alice, random: &random)
         #expect(try SenderKeyCipher.decrypt(after, channel: channel, sender: [0xA], store: dave) == Array("welcome".utf8))

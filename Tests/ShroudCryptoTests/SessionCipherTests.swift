@@ -14,7 +14,7 @@ import ShroudWire
         #expect(bob.preKeys.oneTimePreKeyCount == 0)  // consumed only now
         // A second initial message of the same session opens with the session Bob already has.
         #expect(try bob.receive(second, from: alice) == "still there?")
-        #expect(bob.identities.check(alice.publicIdentity) == .trusted(.pinnedOnFirstUse))
+        #expect(try bob.identities.check(alice.publicIdentity) == .trusted(.pinnedOnFirstUse))
         let reply = try bob.send("hi alice", to: alice)
         guard case .ratchet = reply else { Issue.record("reply must be a ratchet message"); return }
         #expect(try alice.receive(reply, from: bob) == "hi alice")
@@ -43,7 +43,7 @@ import ShroudWire
         #expect(throws: CryptoError.self) { try bob.receive(.preKey(forged), from: alice) }
         #expect(bob.record(with: alice) == nil)
         #expect(bob.preKeys.oneTimePreKeyCount == 1)
-        #expect(bob.identities.check(alice.publicIdentity) == .unknown)
+        #expect(try bob.identities.check(alice.publicIdentity) == .unknown)
         #expect(try bob.receive(.preKey(genuine), from: alice) == "genuine")
     }
 
