@@ -194,12 +194,18 @@ struct ALSAPulseAudioTests {
         let tone = (0..<72_000).map { Int16(16_000 * sin(2 * Double.pi * 1000 * Double($0) / 48_000)) }
         let capture = try AudioCapture(device: "vsink_rec", format: try AudioFormat(),
                                        configuration: try ALSAConfiguration(text: text))
-        _ = try capture.read(frames: 960)  // the recording stream is running before playback starts
+        // The recording stream must be running before playback starts; a fresh null sink can hold
+        // the first read for up to 2 s while it switches to the stream's timing, and on a loaded
+        // machine a single period is not proof that it did, so take a fifth of a second first.
+        for _ in 0..<10 { _ = try capture.read(frames: 960) }
         // Playback blocks for 1.5 s, so it gets its own thread rather than a task: a task could wait
         // for a cooperative thread while this test blocks one in `read`.
         let player = PlayerThread(configuration: text, samples: tone)
         player.start()
-        let recorded = try capture.read(frames: 144_000)
+        // Record well past the end of the 1.5 s tone, so a late start of either stream still
+        // leaves the whole tone inside the recording.
+        var recorded: [Int16] = []
+        while recorded.count < 240_000 { recorded += try capture.read(frames: 960) }
         #expect(player.finish() == nil)
         let peak = recorded.map { abs(Int($0)) }.max() ?? 0
         #expect(peak > 12_000, "peak \(peak)")
