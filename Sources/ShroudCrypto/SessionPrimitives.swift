@@ -3,7 +3,7 @@ import CSodium
 import ShroudWire
 
 /// The small set of primitives the session layer (X3DH, Double Ratchet, Sender Keys) is built from,
-/// each with the exact derivation written in docs/parts/crypto-sessions.md.
+/// each with the exact derivation written in docs/CRYPTO.md §2.
 enum SessionPrimitives {
     static let keyLength = 32
     static let nonceLength = 12

@@ -75,7 +75,7 @@ import ShroudWire
 
     @Test func x3dhVectorsMatchTheCommittedFile() throws {
         try Self.check("x3dh.json", [
-            "description": "X3DH as in docs/parts/crypto-sessions.md; hex bytes; DH outputs in order DH1..DH4",
+            "description": "X3DH as in docs/CRYPTO.md §2; hex bytes; DH outputs in order DH1..DH4",
             "with_one_time_prekey": try Self.x3dhVector(oneTime: true, seed: 1001),
             "without_one_time_prekey": try Self.x3dhVector(oneTime: false, seed: 1002),
         ])
