@@ -90,7 +90,7 @@ let package = Package(
             "ShroudStore", "ShroudCrypto", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "ShroudNetTests", dependencies: [
-            "ShroudNet", "ShroudRelayCore",
+            "ShroudNet", "ShroudRelayCore", "ShroudTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

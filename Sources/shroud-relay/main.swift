@@ -89,6 +89,12 @@ do {
 }
 
 let chosenLogLevel = logLevel
+// TLS arrives with the session layer. Until then a relay asked for TLS refuses to start rather
+// than serve in clear while the operator believes it is encrypted.
+if configuration.usesTLS {
+    fail("TLS (SC_TLS_CERT/SC_TLS_KEY) is not supported by this version yet; terminate TLS in a reverse proxy in front of the relay", status: 2)
+}
+
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
     handler.logLevel = chosenLogLevel
@@ -99,6 +105,7 @@ let logger = Logger(label: "shroud-relay")
 // Two event-loop threads: one per core on the machines the relay targets (a Raspberry Pi has four,
 // but the relay's work per message is small; more threads mostly cost memory).
 let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
+let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
     routes: HTTPRoutes(version: relayVersion, configuration: configuration),
@@ -108,6 +115,7 @@ let http = HTTPEndpointServer(
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
             "version": "\(relayVersion)",
         ])
+        systemd.ready(status: "listening on port \(address.port ?? configuration.port)")
     })
 let services = ServiceGroup(configuration: .init(
     services: [.init(service: http, successTerminationBehavior: .gracefullyShutdownGroup,
@@ -117,6 +125,7 @@ let services = ServiceGroup(configuration: .init(
 
 do {
     try await services.run()
+    systemd.stopping()
     try await group.shutdownGracefully()
     logger.info("stopped")
 } catch {
