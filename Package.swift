@@ -44,7 +44,11 @@ let package = Package(
             "ShroudWire", "CSodium", "COpenSSL",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "ShroudRelayCore", dependencies: ["ShroudWire"]),
+        .target(name: "ShroudRelayCore", dependencies: [
+            "ShroudWire",
+            // Only to verify Ed25519 signatures that authenticate clients (DESIGN.md §2).
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
 
         // MARK: Devices, storage, network adapters
         .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
@@ -80,7 +84,10 @@ let package = Package(
         .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
-        .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
+        .testTarget(name: "ShroudRelayCoreTests", dependencies: [
+            "ShroudRelayCore", "ShroudWire",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "CX11"]),
         .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
         .testTarget(name: "ShroudNetTests", dependencies: [
