@@ -53,7 +53,7 @@ let package = Package(
         // MARK: Devices, storage, network adapters
         .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
         .target(name: "ShroudStore", dependencies: [
-            "ShroudCrypto",
+            "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "ShroudNet", dependencies: [
@@ -86,10 +86,12 @@ let package = Package(
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: [
             "ShroudRelayCore", "ShroudWire",
+            // The relay tests run against every store implementation, SQLite included.
+            "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "CX11"]),
-        .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto"]),
+        .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire"]),
         .testTarget(name: "ShroudNetTests", dependencies: [
             "ShroudNet", "ShroudRelayCore",
             .product(name: "NIOCore", package: "swift-nio"),
