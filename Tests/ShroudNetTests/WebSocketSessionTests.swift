@@ -1,0 +1,242 @@
+import Crypto
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+import Testing
+@testable import ShroudNet
+import ShroudRelayCore
+import ShroudWire
+
+/// A deterministic Ed25519 client identity.
+struct SessionClientIdentity {
+    let signingKey: Curve25519.Signing.PrivateKey
+    let key: IdentityKey
+
+    init(seed: UInt8) throws {
+        signingKey = try Curve25519.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: seed, count: 32))
+        key = try IdentityKey(Array(signingKey.publicKey.rawRepresentation))
+    }
+
+    func answer(_ message: SessionMessage) throws -> SessionMessage {
+        guard case let .challenge(nonce, deadline, binding) = message else { throw WireError.invalid(field: "challenge", reason: "\(message)") }
+        let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)
+        return .authenticate(identity: key, signature: try Ed25519Signature(Array(signingKey.signature(for: transcript))))
+    }
+}
+
+private func testLimits() -> RelayLimits {
+    RelayLimits(maximumConnections: 100, maximumConnectionsPerIP: 100, messageTTLMilliseconds: 60_000)
+}
+
+/// The session handler on an `EmbeddedChannel`, byte for byte.
+@Suite struct WebSocketSessionHandlerTests {
+    private func makeChannel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
+                          random: SystemRandomNumberGenerator())
+        let driver = RelaySessionDriver(relay: relay, loop: channel.embeddedEventLoop, logger: Logger(label: "test"),
+                                        clock: { 1_700_000_000_000 })
+        try channel.pipeline.syncOperations.addHandler(WebSocketSessionHandler(driver: driver))
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40000)).wait()
+        channel.embeddedEventLoop.run()
+        return channel
+    }
+
+    private func binary(_ channel: EmbeddedChannel, _ bytes: [UInt8]) throws {
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: channel.allocator.buffer(bytes: bytes)))
+        channel.embeddedEventLoop.run()
+    }
+
+    private func nextSessionFrame(_ channel: EmbeddedChannel) throws -> SessionFrame {
+        let frame = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(frame.opcode == .binary && frame.fin && frame.maskKey == nil)
+        return try SessionFrame(parsing: Array(frame.data.readableBytesView))
+    }
+
+    private func expectClose(_ channel: EmbeddedChannel, code: WebSocketErrorCode) throws {
+        let frame = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(frame.opcode == .connectionClose)
+        var data = frame.data
+        #expect(data.readWebSocketErrorCode() == code)
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+    }
+
+    @Test func challengeAnswerAndRequestsAsBinaryFrames() throws {
+        let channel = try makeChannel()
+        let challenge = try nextSessionFrame(channel)
+        let alice = try SessionClientIdentity(seed: 1)
+        try binary(channel, SessionFrame(requestID: 1, try alice.answer(challenge.message)).serialize())
+        #expect(try nextSessionFrame(channel) == SessionFrame(requestID: 1, .ok))
+        try binary(channel, SessionFrame(requestID: 2, .countPrekeys).serialize())
+        #expect(try nextSessionFrame(channel) == SessionFrame(requestID: 2, .prekeyCount(0)))
+        #expect(channel.isActive)
+    }
+
+    @Test func garbageGetsAnErrorAndACloseFrame() throws {
+        let channel = try makeChannel()
+        _ = try nextSessionFrame(channel)
+        try binary(channel, [1, 2, 3])
+        #expect(try nextSessionFrame(channel).message.type == .error)
+        try expectClose(channel, code: .policyViolation)
+    }
+
+    @Test func textFramesAreRefused() throws {
+        let channel = try makeChannel()
+        _ = try nextSessionFrame(channel)
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: "hello")))
+        try expectClose(channel, code: .unacceptableData)
+    }
+
+    @Test func pingIsAnsweredAndASilentClientIsPingedThenDropped() throws {
+        let channel = try makeChannel()
+        _ = try nextSessionFrame(channel)
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(bytes: [7, 7])))
+        let pong = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(pong.opcode == .pong && Array(pong.data.readableBytesView) == [7, 7])
+        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        let ping = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(ping.opcode == .ping)
+        #expect(channel.isActive)
+        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+    }
+
+    @Test func closingTheChannelDisconnectsTheSession() throws {
+        let channel = EmbeddedChannel()
+        let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
+                          random: SystemRandomNumberGenerator())
+        let driver = RelaySessionDriver(relay: relay, loop: channel.embeddedEventLoop, logger: Logger(label: "test"), clock: { 1 })
+        try channel.pipeline.syncOperations.addHandler(WebSocketSessionHandler(driver: driver))
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40000)).wait()
+        channel.embeddedEventLoop.run()
+        #expect(relay.connectionCount == 1)
+        _ = try channel.finish()
+        channel.embeddedEventLoop.run()
+        #expect(relay.connectionCount == 0)
+    }
+}
+
+/// Collects the frames a WebSocket client receives.
+final class FrameCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = WebSocketFrame
+    let continuation: AsyncStream<WebSocketFrame>.Continuation
+    init(_ continuation: AsyncStream<WebSocketFrame>.Continuation) { self.continuation = continuation }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(unwrapInboundIn(data)) }
+    func channelInactive(context: ChannelHandlerContext) { continuation.finish() }
+}
+
+/// Sends the HTTP upgrade request once connected.
+final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let host: String
+    init(host: String) { self.host = host }
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Content-Length", value: "0")
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: sessionWebSocketPath, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+}
+
+/// A minimal WebSocket session client over NIO, used only by the loopback test.
+struct LoopbackSessionClient {
+    let channel: Channel
+    var frames: AsyncStream<WebSocketFrame>.AsyncIterator
+
+    static func connect(port: Int, group: EventLoopGroup) async throws -> LoopbackSessionClient {
+        let (stream, continuation) = AsyncStream<WebSocketFrame>.makeStream()
+        let upgraded = group.next().makePromise(of: Void.self)
+        let channel = try await ClientBootstrap(group: group).channelInitializer { channel in
+            let requester = UpgradeRequester(host: "127.0.0.1:\(port)")
+            let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: SessionTransportLimits.maximumMessageSize,
+                                                      upgradePipelineHandler: { channel, _ in
+                channel.pipeline.addHandler(FrameCollector(continuation)).map { upgraded.succeed() }
+            })
+            let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
+                context.pipeline.removeHandler(requester, promise: nil)
+            })
+            return channel.pipeline.addHTTPClientHandlers(withClientUpgrade: upgrade).flatMap { channel.pipeline.addHandler(requester) }
+        }.connect(host: "127.0.0.1", port: port).get()
+        try await upgraded.futureResult.get()
+        return LoopbackSessionClient(channel: channel, frames: stream.makeAsyncIterator())
+    }
+
+    func send(_ frame: SessionFrame) async throws {
+        let data = channel.allocator.buffer(bytes: frame.serialize())
+        try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).get()
+    }
+
+    mutating func next() async throws -> SessionFrame {
+        while let frame = await frames.next() {
+            if frame.opcode == .binary { return try SessionFrame(parsing: Array(frame.data.readableBytesView)) }
+        }
+        throw WireError.truncated(field: "websocket", offset: 0, needed: 1)
+    }
+
+    /// Connects and authenticates.
+    static func login(_ identity: SessionClientIdentity, port: Int, group: EventLoopGroup) async throws -> LoopbackSessionClient {
+        var client = try await connect(port: port, group: group)
+        let challenge = try await client.next()
+        try await client.send(SessionFrame(requestID: 1, try identity.answer(challenge.message)))
+        #expect(try await client.next() == SessionFrame(requestID: 1, .ok))
+        return client
+    }
+}
+
+/// The real server on a loopback port with a real WebSocket client: authentication, a sealed
+/// message sent, delivered and acknowledged; /health still answers on the same port.
+@Suite struct WebSocketLoopbackTests {
+    @Test(.timeLimit(.minutes(1))) func authenticateSendDeliverAcknowledge() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let config = try RelayConfiguration.resolve(flags: [.port: "0"], environment: [:], dotEnv: nil)
+        let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
+                          random: SystemRandomNumberGenerator())
+        let driver = RelaySessionDriver(relay: relay, loop: group.next(), logger: Logger(label: "test"))
+        let (bound, boundContinuation) = AsyncStream<Int>.makeStream()
+        let server = HTTPEndpointServer(host: "127.0.0.1", port: 0, routes: HTTPRoutes(version: "t", configuration: config),
+                                        group: group, logger: Logger(label: "test"), sessions: driver,
+                                        onBound: { boundContinuation.yield($0.port ?? 0) })
+        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await serviceGroup.run() }
+            var ports = bound.makeAsyncIterator()
+            let port = try #require(await ports.next())
+
+            let alice = try SessionClientIdentity(seed: 1)
+            let bob = try SessionClientIdentity(seed: 2)
+            var a = try await LoopbackSessionClient.login(alice, port: port, group: group)
+            var b = try await LoopbackSessionClient.login(bob, port: port, group: group)
+            let sealed = [UInt8](repeating: 0xAB, count: 512)
+            try await a.send(SessionFrame(requestID: 2, .sendDirect(recipient: bob.key, blob: sealed)))
+            #expect(try await a.next() == SessionFrame(requestID: 2, .ok))
+            let delivery = try await b.next()
+            guard case let .directDelivery(id, _, blob) = delivery.message else { Issue.record("expected a delivery, got \(delivery)"); return }
+            #expect(blob == sealed)
+            try await b.send(SessionFrame(requestID: 2, .acknowledgeDirect([id])))
+            #expect(try await b.next() == SessionFrame(requestID: 2, .ok))
+            #expect(try await driver.withRelay { $0.authenticatedCount }.get() == 2)
+
+            // Garbage on one connection closes only that one.
+            try await a.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(),
+                                                             data: a.channel.allocator.buffer(bytes: [1, 0x20]))).get()
+            #expect(try await a.next().message.type == .error)
+            try await a.channel.closeFuture.get()
+            try await b.send(SessionFrame(requestID: 3, .countPrekeys))
+            #expect(try await b.next() == SessionFrame(requestID: 3, .prekeyCount(0)))
+
+            try await b.channel.close()
+            await serviceGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        try await group.shutdownGracefully()
+    }
+}
