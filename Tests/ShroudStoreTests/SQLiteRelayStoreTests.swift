@@ -117,3 +117,17 @@ struct SigningIdentity {
         return .authenticate(identity: key, signature: try Ed25519Signature(pair.sign(transcript)))
     }
 }
+
+@Suite struct RelayBindingTests {
+    @Test func createdOnceThenReadBack() throws {
+        let directory = NSTemporaryDirectory() + "shroud-relay-id-\(UUID().uuidString)"
+        var random = SystemRandomNumberGenerator()
+        let first = try RelayBinding.loadOrCreate(directory: directory, random: &random)
+        #expect(first.hasPrefix("shroud-relay:") && first.count == 45)
+        #expect(try RelayBinding.loadOrCreate(directory: directory, random: &random) == first)
+        let other = try RelayBinding.loadOrCreate(directory: directory + "-b", random: &random)
+        #expect(other != first)
+        try "garbage".write(toFile: directory + "/relay-id", atomically: true, encoding: .utf8)
+        #expect(throws: RelayStoreError.self) { try RelayBinding.loadOrCreate(directory: directory, random: &random) }
+    }
+}
