@@ -103,7 +103,12 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             "ShroudWire",
         ]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            // A real WebSocket session client, to drive the relay binary.
+            "ShroudNet", "ShroudWire",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -122,69 +122,10 @@ private func testLimits() -> RelayLimits {
     }
 }
 
-/// Collects the frames a WebSocket client receives.
-final class FrameCollector: ChannelInboundHandler, Sendable {
-    typealias InboundIn = WebSocketFrame
-    let continuation: AsyncStream<WebSocketFrame>.Continuation
-    init(_ continuation: AsyncStream<WebSocketFrame>.Continuation) { self.continuation = continuation }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(unwrapInboundIn(data)) }
-    func channelInactive(context: ChannelHandlerContext) { continuation.finish() }
-}
-
-/// Sends the HTTP upgrade request once connected.
-final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-    let host: String
-    init(host: String) { self.host = host }
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        headers.add(name: "Content-Length", value: "0")
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: sessionWebSocketPath, headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-}
-
-/// A minimal WebSocket session client over NIO, used only by the loopback test.
-struct LoopbackSessionClient {
-    let channel: Channel
-    var frames: AsyncStream<WebSocketFrame>.AsyncIterator
-
-    static func connect(port: Int, group: EventLoopGroup) async throws -> LoopbackSessionClient {
-        let (stream, continuation) = AsyncStream<WebSocketFrame>.makeStream()
-        let upgraded = group.next().makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: group).channelInitializer { channel in
-            let requester = UpgradeRequester(host: "127.0.0.1:\(port)")
-            let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: SessionTransportLimits.maximumMessageSize,
-                                                      upgradePipelineHandler: { channel, _ in
-                channel.pipeline.addHandler(FrameCollector(continuation)).map { upgraded.succeed() }
-            })
-            let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
-                context.pipeline.removeHandler(requester, promise: nil)
-            })
-            return channel.pipeline.addHTTPClientHandlers(withClientUpgrade: upgrade).flatMap { channel.pipeline.addHandler(requester) }
-        }.connect(host: "127.0.0.1", port: port).get()
-        try await upgraded.futureResult.get()
-        return LoopbackSessionClient(channel: channel, frames: stream.makeAsyncIterator())
-    }
-
-    func send(_ frame: SessionFrame) async throws {
-        let data = channel.allocator.buffer(bytes: frame.serialize())
-        try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).get()
-    }
-
-    mutating func next() async throws -> SessionFrame {
-        while let frame = await frames.next() {
-            if frame.opcode == .binary { return try SessionFrame(parsing: Array(frame.data.readableBytesView)) }
-        }
-        throw WireError.truncated(field: "websocket", offset: 0, needed: 1)
-    }
-
+extension SessionClientConnection {
     /// Connects and authenticates.
-    static func login(_ identity: SessionClientIdentity, port: Int, group: EventLoopGroup) async throws -> LoopbackSessionClient {
-        var client = try await connect(port: port, group: group)
+    static func login(_ identity: SessionClientIdentity, port: Int, group: EventLoopGroup) async throws -> SessionClientConnection {
+        let client = try await connect(host: "127.0.0.1", port: port, group: group)
         let challenge = try await client.next()
         try await client.send(SessionFrame(requestID: 1, try identity.answer(challenge.message)))
         #expect(try await client.next() == SessionFrame(requestID: 1, .ok))
@@ -213,8 +154,8 @@ struct LoopbackSessionClient {
 
             let alice = try SessionClientIdentity(seed: 1)
             let bob = try SessionClientIdentity(seed: 2)
-            var a = try await LoopbackSessionClient.login(alice, port: port, group: group)
-            var b = try await LoopbackSessionClient.login(bob, port: port, group: group)
+            let a = try await SessionClientConnection.login(alice, port: port, group: group)
+            let b = try await SessionClientConnection.login(bob, port: port, group: group)
             let sealed = [UInt8](repeating: 0xAB, count: 512)
             try await a.send(SessionFrame(requestID: 2, .sendDirect(recipient: bob.key, blob: sealed)))
             #expect(try await a.next() == SessionFrame(requestID: 2, .ok))
@@ -226,14 +167,13 @@ struct LoopbackSessionClient {
             #expect(try await driver.withRelay { $0.authenticatedCount }.get() == 2)
 
             // Garbage on one connection closes only that one.
-            try await a.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(),
-                                                             data: a.channel.allocator.buffer(bytes: [1, 0x20]))).get()
+            try await a.sendRaw([1, 0x20])
             #expect(try await a.next().message.type == .error)
             try await a.channel.closeFuture.get()
             try await b.send(SessionFrame(requestID: 3, .countPrekeys))
             #expect(try await b.next() == SessionFrame(requestID: 3, .prekeyCount(0)))
 
-            try await b.channel.close()
+            await b.close()
             await serviceGroup.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
