@@ -46,7 +46,7 @@ public final class HTTPEndpointServer: Service, Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let endpoints = HTTPEndpointHandler(routes: routes, logger: logger)
+                    let endpoints = HTTPEndpointHandler(routes: routes, logger: logger, sessions: sessions)
                     var upgrade: NIOHTTPServerUpgradeConfiguration?
                     if let sessions {
                         let upgrader = NIOWebSocketServerUpgrader(
@@ -86,12 +86,14 @@ final class HTTPEndpointHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     private let routes: HTTPRoutes
     private let logger: Logger
+    private let sessions: RelaySessionDriver?
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
 
-    init(routes: HTTPRoutes, logger: Logger) {
+    init(routes: HTTPRoutes, logger: Logger, sessions: RelaySessionDriver? = nil) {
         self.routes = routes
         self.logger = logger
+        self.sessions = sessions
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -105,10 +107,22 @@ final class HTTPEndpointHandler: ChannelInboundHandler, RemovableChannelHandler 
             guard let request = head else { return }
             head = nil
             let response: HTTPRoutes.Response
+            let authorization = request.headers.first(name: "Authorization")
             if bodyBytes > maxHTTPRequestBytes {
                 response = .init(status: 413, contentType: "application/json", body: #"{"error":"request too large"}"#)
+            } else if HTTPRoutes.isAdminRoute(request.uri), let sessions {
+                // Statistics live with the relay core on its own loop: fetch them, then answer.
+                let routes = self.routes
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                sessions.withRelay { $0.statistics }.hop(to: context.eventLoop).whenComplete { result in
+                    let (handler, context) = bound.value
+                    let answer = routes.respond(method: request.method.rawValue, path: request.uri, authorization: authorization,
+                                                statistics: try? result.get())
+                    handler.write(answer, for: request, context: context)
+                }
+                return
             } else {
-                response = routes.respond(method: request.method.rawValue, path: request.uri)
+                response = routes.respond(method: request.method.rawValue, path: request.uri, authorization: authorization)
             }
             write(response, for: request, context: context)
         }

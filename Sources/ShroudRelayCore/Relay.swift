@@ -70,6 +70,7 @@ public final class Relay {
     private var nextConnection: UInt64 = 1
     private var nextExpirySweep: UInt64 = 0
     private var actions: [RelayAction] = []
+    private var counters = RelayStatistics()
 
     /// `relayBinding` is what clients sign to prove they meant this relay: its public URL (e.g.
     /// `wss://relay.example:8443/ws`) or identity, at most 255 bytes of UTF-8.
@@ -81,6 +82,15 @@ public final class Relay {
     }
 
     public var connectionCount: Int { connections.count }
+
+    /// Counts for `/admin/stats` and `/metrics`: totals since start and current gauges. Nothing in
+    /// them identifies a user, a channel or a pair of correspondents.
+    public var statistics: RelayStatistics {
+        var snapshot = counters
+        snapshot.connections = connections.count
+        snapshot.authenticatedConnections = authenticatedCount
+        return snapshot
+    }
     public var authenticatedCount: Int { connections.values.filter { $0.identity != nil }.count }
 
     /// The identity a connection authenticated as, if it has.
@@ -107,11 +117,14 @@ public final class Relay {
         let allowed = bucket.take(now: now)
         connectionBuckets[address] = bucket
         if connections.count >= limits.maximumConnections || connectionsByAddress[address, default: 0] >= limits.maximumConnectionsPerIP {
+            counters.connectionsRefused += 1
             return (id, refusal(id, .tooManyConnections, "connection limit reached"))
         }
         if !allowed {
+            counters.connectionsRefused += 1
             return (id, refusal(id, .rateLimited, "too many new connections from this address"))
         }
+        counters.connectionsAccepted += 1
         let nonce = ChallengeNonce(validated: randomBytes(ChallengeNonce.size))
         let deadline = now + limits.authenticationTimeoutMilliseconds
         connections[id] = Connection(address: address, phase: .awaitingAnswer(nonce: nonce, deadline: deadline),
@@ -124,6 +137,7 @@ public final class Relay {
     /// One binary frame from a client.
     public func receive(_ bytes: [UInt8], from id: ConnectionID, now: UInt64) -> [RelayAction] {
         guard let connection = connections[id] else { return [] }
+        counters.framesReceived += 1
         let frame: SessionFrame
         do {
             frame = try SessionFrame(parsing: bytes)
@@ -140,6 +154,7 @@ public final class Relay {
             if frame.message.isRelayToClient || frame.message.type == .authenticate {
                 fail(id, requestID: frame.requestID, .unexpectedMessage, "\(frame.message.type) is not a client request")
             } else if !connections[id, default: connection].requests.take(now: now) {
+                counters.requestsRateLimited += 1
                 send(id, SessionFrame(requestID: frame.requestID, .error(code: .rateLimited, text: "too many requests")))
             } else {
                 do {
@@ -246,6 +261,7 @@ public final class Relay {
                 refuse(.limitExceeded, "the recipient's queue is full")
                 return
             }
+            counters.directMessagesAccepted += 1
             reply(.ok)
             for connection in sortedConnections(of: recipient) { try pump(connection) }
         case let .acknowledgeDirect(ids):
@@ -311,6 +327,7 @@ public final class Relay {
             guard try member(channel, identity, refuse) != nil else { return }
             // Committed before `ok`, and stored without its sender.
             _ = try store.appendChannelMessage(channel: channel, receivedAt: now, expiresAt: now + limits.messageTTLMilliseconds, blob: blob)
+            counters.channelMessagesAccepted += 1
             reply(.ok)
             for member in try store.members(channel: channel) {
                 for connection in sortedConnections(of: member.identity) { try pump(connection) }
@@ -401,6 +418,7 @@ public final class Relay {
                 return false
             }
             sendSerialized(id, bytes)
+            counters.deliveriesSent += 1
             room -= 1
             return true
         }
@@ -434,6 +452,7 @@ public final class Relay {
     private func sendSerialized(_ id: ConnectionID, _ bytes: [UInt8]) {
         guard var connection = connections[id] else { return }
         if connection.outboundFrames + 1 > limits.maximumOutboundFrames || connection.outboundBytes + bytes.count > limits.maximumOutboundBytes {
+            counters.slowConsumersClosed += 1
             forget(id)
             actions.append(.close(id))
             return

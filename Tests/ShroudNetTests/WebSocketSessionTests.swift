@@ -138,7 +138,7 @@ extension SessionClientConnection {
 @Suite struct WebSocketLoopbackTests {
     @Test(.timeLimit(.minutes(1))) func authenticateSendDeliverAcknowledge() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let config = try RelayConfiguration.resolve(flags: [.port: "0"], environment: [:], dotEnv: nil)
+        let config = try RelayConfiguration.resolve(flags: [.port: "0", .adminToken: "admin-secret"], environment: [:], dotEnv: nil)
         let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
                           random: SystemRandomNumberGenerator())
         let driver = RelaySessionDriver(relay: relay, loop: group.next(), logger: Logger(label: "test"))
@@ -174,9 +174,31 @@ extension SessionClientConnection {
             #expect(try await b.next() == SessionFrame(requestID: 3, .prekeyCount(0)))
 
             await b.close()
+
+            // The admin statistics on the same port, with the token, count what happened.
+            let stats = try await httpExchange("GET /admin/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-secret\r\nConnection: close\r\n\r\n",
+                                               port: port, group: group)
+            #expect(stats.hasPrefix("HTTP/1.1 200"))
+            #expect(stats.contains(#""direct_messages_accepted_total":1"#))
+            let refused = try await httpExchange("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n",
+                                                 port: port, group: group)
+            #expect(refused.hasPrefix("HTTP/1.1 401"))
             await serviceGroup.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
         try await group.shutdownGracefully()
+    }
+}
+
+/// Sends raw request bytes and returns everything the server writes until it closes.
+func httpExchange(_ request: String, port: Int, group: EventLoopGroup) async throws -> String {
+    let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+        channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+    }
+    return try await channel.executeThenClose { inbound, outbound in
+        try await outbound.write(ByteBuffer(string: request))
+        var text = ""
+        for try await var chunk in inbound { text += chunk.readString(length: chunk.readableBytes) ?? "" }
+        return text
     }
 }

@@ -248,4 +248,23 @@ import ShroudWire
         h.unstall(b)
         #expect(directDeliveries(h.take(b)).map(\.blob) == [blob(4), blob(5)])
     }
+
+    @Test(arguments: relayStoreKinds)
+    func outboundByteLimitAtAndPast(_ kind: StoreKind) throws {
+        let noticeSize = SessionFrame(.membershipChanged(channel: room, member: dave.key, change: .joined, role: .member)).serialize().count
+        var limits = RelayLimits(maximumConnections: 10, maximumConnectionsPerIP: 10, messageTTLMilliseconds: 100_000)
+        limits.maximumOutboundBytes = noticeSize * 10
+        limits.requestBurst = 1000
+        let h = RelayHarness(store: try kind.make(), limits: limits)
+        let o = try h.login(owner)
+        let d = try h.login(dave)
+        create(h, o, .open)
+        h.stalled.insert(o)
+        for i in 0..<10 { _ = h.request(d, i % 2 == 0 ? .joinChannel(channel: room) : .leaveChannel(channel: room)) }
+        // Ten unwritten notices: exactly at the byte limit, still connected.
+        #expect(h.take(o).count == 10)
+        #expect(!h.closed.contains(o))
+        _ = h.request(d, .joinChannel(channel: room))
+        #expect(h.closed.contains(o))
+    }
 }

@@ -160,4 +160,21 @@ import ShroudWire
         }
         #expect(received == (0..<10).map { blob(UInt8($0)) })
     }
+
+    @Test(arguments: relayStoreKinds)
+    func statisticsCountWithoutNamingAnyone(_ kind: StoreKind) throws {
+        var limits = RelayLimits(maximumConnections: 10, maximumConnectionsPerIP: 2, messageTTLMilliseconds: 100_000)
+        limits.connectionBurstPerIP = 100
+        let h = RelayHarness(store: try kind.make(), limits: limits)
+        let a = try h.login(alice)
+        let b = try h.login(bob)
+        _ = h.connect() // refused: a third connection from the address
+        #expect(h.request(a, .sendDirect(recipient: bob.key, blob: blob(1))) == [.ok])
+        let stats = h.relay.statistics
+        #expect(stats.connections == 2 && stats.authenticatedConnections == 2)
+        #expect(stats.connectionsAccepted == 2 && stats.connectionsRefused == 1)
+        #expect(stats.directMessagesAccepted == 1 && stats.deliveriesSent == 1)
+        #expect(stats.framesReceived == 3)
+        _ = b
+    }
 }
