@@ -23,7 +23,10 @@ public struct SessionClientConnection: Sendable {
             let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
                 context.pipeline.removeHandler(requester, promise: nil)
             })
-            return channel.pipeline.addHTTPClientHandlers(withClientUpgrade: upgrade).flatMap { channel.pipeline.addHandler(requester) }
+            // The relay's challenge can arrive in the same read as the 101 response: those bytes
+            // must go on to the WebSocket decoder, not be dropped with the HTTP decoder.
+            return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade)
+                .flatMap { channel.pipeline.addHandler(requester) }
         }.connect(host: host, port: port).get()
         channel.closeFuture.whenComplete { _ in
             continuation.finish()

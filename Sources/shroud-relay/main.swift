@@ -126,6 +126,8 @@ let http = HTTPEndpointServer(
     routes: HTTPRoutes(version: relayVersion, configuration: configuration),
     group: group, logger: logger, sessions: sessions,
     onBound: { address in
+        // Type=notify: systemd starts dependent units only once the port is really open.
+        SystemdNotify.send("READY=1\nSTATUS=listening on port \(address.port ?? configuration.port)")
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
             "version": "\(relayVersion)",

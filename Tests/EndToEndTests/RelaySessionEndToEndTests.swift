@@ -83,3 +83,35 @@ import Testing
         try await group.shutdownGracefully()
     }
 }
+
+@Suite struct SystemdNotifyEndToEndTests {
+    /// Started as systemd would with Type=notify, the relay sends READY=1 once it listens.
+    @Test(.timeLimit(.minutes(1))) func relaySendsReadyToTheNotifySocket() throws {
+        let dir = TemporaryDirectory()
+        let socketPath = dir.path + "/notify"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        try #require(pathBytes.count < 108)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in pathBytes.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(bound == 0)
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+
+        let relay = try BackgroundProcess(Binaries.path("shroud-relay"), ["--host", "127.0.0.1", "--port", "0"],
+                                          environment: ["NOTIFY_SOCKET": socketPath], directory: dir.path)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let received = recv(fd, &buffer, buffer.count, 0)
+        try #require(received > 0)
+        let message = String(decoding: buffer[0..<received], as: UTF8.self)
+        #expect(message.hasPrefix("READY=1\n"))
+        #expect(message.contains("STATUS=listening on port"))
+        #expect(relay.stop(SIGTERM) == 0)
+    }
+}
