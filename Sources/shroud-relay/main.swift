@@ -101,6 +101,12 @@ let logger = Logger(label: "shroud-relay")
 // but the relay's work per message is small; more threads mostly cost memory).
 let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
 
+// TLS is not implemented yet: refuse to start rather than serve sessions in clear to clients that
+// asked for TLS (and that /info would tell "tls": true).
+if configuration.usesTLS {
+    fail("SC_TLS_CERT/SC_TLS_KEY: TLS is not supported by this version yet; terminate TLS in front of the relay", status: 2)
+}
+
 // Storage: SQLite today; PostgreSQL is accepted by the configuration but not implemented yet.
 guard let databasePath = SQLiteRelayStore.path(fromDatabaseURL: configuration.databaseURL) else {
     fail("SC_DATABASE_URL \(configuration.databaseURL): only sqlite://PATH is supported by this version", status: 2)
