@@ -78,7 +78,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-bench", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudRelayCore", "ShroudStore",
         ]),
 
         // MARK: Tests
