@@ -7,7 +7,9 @@ public struct RelayLimits: Sendable, Equatable {
     public var maximumConnections: Int
     public var maximumConnectionsPerIP: Int
     /// How long a queued direct or channel message is kept, in milliseconds.
-    public var messageTTLMilliseconds: UInt64
+    public var messageTTLMilliseconds: UInt64 {
+        didSet { messageTTLMilliseconds = min(messageTTLMilliseconds, Self.maximumMessageTTLMilliseconds) }
+    }
     /// How long a new connection has to answer the challenge.
     public var authenticationTimeoutMilliseconds: UInt64 = defaultAuthenticationTimeoutMilliseconds
     /// Requests a connection may send in a burst, and the sustained rate (token bucket).
@@ -42,19 +44,24 @@ public struct RelayLimits: Sendable, Equatable {
     public static let defaultMaximumQueuedPerRecipient = 10_000
     public static let defaultMaximumOneTimePrekeys = 500
     public static let defaultExpirySweepIntervalMilliseconds: UInt64 = 60_000
+    /// The longest message lifetime honoured (100 years); a longer SC_MESSAGE_TTL is cut to it so
+    /// that `now + ttl` can never overflow.
+    public static let maximumMessageTTLMilliseconds: UInt64 = 100 * 365 * 86_400_000
 
     public init(maximumConnections: Int = RelayConfiguration.defaultMaxConnections,
                 maximumConnectionsPerIP: Int = RelayConfiguration.defaultMaxConnectionsPerIP,
                 messageTTLMilliseconds: UInt64 = UInt64(RelayConfiguration.defaultMessageTTLSeconds) * 1000) {
         self.maximumConnections = maximumConnections
         self.maximumConnectionsPerIP = maximumConnectionsPerIP
-        self.messageTTLMilliseconds = messageTTLMilliseconds
+        self.messageTTLMilliseconds = min(messageTTLMilliseconds, Self.maximumMessageTTLMilliseconds)
     }
 
     public init(configuration: RelayConfiguration) {
         self.init(maximumConnections: configuration.maxConnections,
                   maximumConnectionsPerIP: configuration.maxConnectionsPerIP,
-                  messageTTLMilliseconds: UInt64(configuration.messageTTLSeconds) * 1000)
+                  messageTTLMilliseconds: UInt64(clamping: configuration.messageTTLSeconds)
+                      .multipliedReportingOverflow(by: 1000).overflow ? Self.maximumMessageTTLMilliseconds
+                      : UInt64(clamping: configuration.messageTTLSeconds) * 1000)
     }
 }
 

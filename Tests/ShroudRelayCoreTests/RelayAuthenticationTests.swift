@@ -201,3 +201,18 @@ import ShroudWire
         #expect(results == [true, true, false])
     }
 }
+
+@Suite struct RelayLimitsTests {
+    @Test func configurationMapsToLimitsAndHugeTTLsAreCapped() throws {
+        let config = try RelayConfiguration.resolve(flags: [.maxConnections: "5", .maxConnectionsPerIP: "2", .messageTTL: "24h"],
+                                                    environment: [:], dotEnv: nil)
+        let limits = RelayLimits(configuration: config)
+        #expect(limits.maximumConnections == 5 && limits.maximumConnectionsPerIP == 2)
+        #expect(limits.messageTTLMilliseconds == 86_400_000)
+        let huge = try RelayConfiguration.resolve(flags: [.messageTTL: "\(Int.max)"], environment: [:], dotEnv: nil)
+        #expect(RelayLimits(configuration: huge).messageTTLMilliseconds == RelayLimits.maximumMessageTTLMilliseconds)
+        var direct = RelayLimits()
+        direct.messageTTLMilliseconds = .max
+        #expect(direct.messageTTLMilliseconds == RelayLimits.maximumMessageTTLMilliseconds)
+    }
+}
