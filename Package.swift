@@ -55,6 +55,7 @@ let package = Package(
         .target(name: "ShroudStore", dependencies: [
             "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ShroudNet", dependencies: [
             "ShroudRelayCore",
@@ -78,10 +79,13 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-bench", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudRelayCore", "ShroudStore",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),
 
         // MARK: Tests
+        // Real servers and reference tools for the tests: a private Xvfb and PulseAudio, ffmpeg as
+        // an independent decoder, the committed fixtures. Never linked into a product.
+        .target(name: "ShroudTestSupport", dependencies: ["ShroudMedia", "CX11"]),
         .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
@@ -91,10 +95,12 @@ let package = Package(
             "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "CX11"]),
-        .testTarget(name: "ShroudStoreTests", dependencies: ["ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
+        .testTarget(name: "ShroudStoreTests", dependencies: [
+            "ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "ShroudNetTests", dependencies: [
-            "ShroudNet", "ShroudRelayCore",
+            "ShroudNet", "ShroudRelayCore", "ShroudTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -104,6 +110,7 @@ let package = Package(
             "ShroudWire",
         ]),
         .testTarget(name: "EndToEndTests", dependencies: [
+            "ShroudTestSupport", "ShroudMedia", "CX11",
             // A real WebSocket session client, to drive the relay binary.
             "ShroudNet", "ShroudWire",
             .product(name: "NIOPosix", package: "swift-nio"),

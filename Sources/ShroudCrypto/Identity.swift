@@ -44,19 +44,19 @@ public struct PublicIdentity: Hashable, Sendable {
         self.agreementSignature = agreementSignature
     }
 
-    public var signingPublicKey: Curve25519.Signing.PublicKey {
-        // Cannot fail: init checked the length and parsed this exact key.
-        try! Curve25519.Signing.PublicKey(rawRepresentation: signingKey)
+    /// The parsed keys; both were validated in `init`, so rebuilding them here cannot fail, but
+    /// the failure path still answers "invalid" rather than trapping.
+    public func signingPublicKey() throws -> Curve25519.Signing.PublicKey {
+        try Curve25519.Signing.PublicKey(rawRepresentation: signingKey)
     }
 
-    public var agreementPublicKey: Curve25519.KeyAgreement.PublicKey {
-        // Cannot fail: X25519 accepts any 32 bytes, and init checked the length.
-        try! Curve25519.KeyAgreement.PublicKey(rawRepresentation: agreementKey)
+    public func agreementPublicKey() throws -> Curve25519.KeyAgreement.PublicKey {
+        try Curve25519.KeyAgreement.PublicKey(rawRepresentation: agreementKey)
     }
 
     /// Checks an Ed25519 signature made by this identity.
     public func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {
-        signingPublicKey.isValidSignature(signature, for: message)
+        (try? signingPublicKey())?.isValidSignature(signature, for: message) ?? false
     }
 }
 
@@ -101,26 +101,27 @@ public final class IdentityKeyPair: @unchecked Sendable {
 
     // Cannot fail: both secrets are 32 bytes (checked in init), and every 32-byte string is a
     // valid Ed25519 seed / X25519 scalar for swift-crypto.
-    public var signingPrivateKey: Curve25519.Signing.PrivateKey {
-        signingSeed.withUnsafeBytes { try! Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
-    }
-
-    public var agreementPrivateKey: Curve25519.KeyAgreement.PrivateKey {
-        agreementSecret.withUnsafeBytes { try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
-    }
-
-    /// Ed25519 signature over `message`. Refuses once the keys were wiped (profile lock), so a
-    /// locked client can never sign with an all-zero key.
-    public func sign(_ message: [UInt8]) throws -> [UInt8] {
+    /// The Ed25519 private key; refused once the identity was wiped (profile locked).
+    public func signingPrivateKey() throws -> Curve25519.Signing.PrivateKey {
         guard !isWiped else { throw CryptoError.invalidKey("identity keys were wiped (profile locked)") }
-        return Array(try signingPrivateKey.signature(for: message))
+        return try signingSeed.withUnsafeBytes { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
+    }
+
+    /// The X25519 private key; refused once the identity was wiped (profile locked).
+    public func agreementPrivateKey() throws -> Curve25519.KeyAgreement.PrivateKey {
+        guard !isWiped else { throw CryptoError.invalidKey("identity keys were wiped (profile locked)") }
+        return try agreementSecret.withUnsafeBytes { try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: $0) }
+    }
+
+    public func sign(_ message: [UInt8]) throws -> [UInt8] {
+        Array(try signingPrivateKey().signature(for: message))
     }
 
     /// True after `wipe()`: the private keys are zeros and must not be used.
     public var isWiped: Bool { signingSeed.isWiped || agreementSecret.isWiped }
 
-    /// Wipes both private keys (profile lock). `signingPrivateKey` and `agreementPrivateKey` still
-    /// return keys afterwards (made from zeros), so callers check `isWiped` first; `sign` does.
+    /// Wipes both private keys (profile lock). Afterwards `sign`, `signingPrivateKey()` and
+    /// `agreementPrivateKey()` throw until the identity is loaded again.
     public func wipe() {
         signingSeed.wipe()
         agreementSecret.wipe()

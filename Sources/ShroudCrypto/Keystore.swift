@@ -37,7 +37,7 @@ public struct Argon2idParameters: Equatable, Sendable {
 
     /// What new records use: 3 passes over 256 MiB (libsodium's "moderate" level). Chosen so an
     /// unlock takes 0.3–1 s on the project machine, measured with `./tools/bench keystore`
-    /// (docs/parts/perf-crypto-identity.md); 64 MiB took only 0.16 s there.
+    /// (docs/PERFORMANCE.md); 64 MiB took only 0.16 s there.
     public static let recommended = Argon2idParameters(opsLimit: 3, memLimit: 256 << 20)
 
     /// libsodium's minimums (1 pass, 8 KiB): for tests only, so the suite does not spend seconds

@@ -245,7 +245,7 @@ final class PCMDevice {
 
     /// Reads exactly `frames` frames (blocking), recovering from overruns. Asks ALSA for at most
     /// one period per call: the `file` plugin's `infile` is only copied correctly for reads up to
-    /// the buffer size (larger ones come back as the slave's silence), and a period is what a
+    /// the buffer size (larger ones came back as zeros), and a period is what a
     /// real device delivers per wake-up anyway.
     func read(into buffer: UnsafeMutablePointer<Int16>, frames: Int) throws {
         var done = 0

@@ -128,7 +128,9 @@ public final class ScreenCapturer {
             frameSize = size
             if method == .sharedMemory {
                 segment = nil  // detach the old segment before attaching the new one
-                segment = try SharedMemoryImage(display: display, attributes: attributes)
+                // No segment for the new size (out of shared memory): carry on with XGetImage.
+                segment = try? SharedMemoryImage(display: display, attributes: attributes)
+                if segment == nil { method = .getImage }
             }
         }
         let image: UnsafeMutablePointer<XImage>

@@ -52,7 +52,7 @@ public final class VP8Encoder {
     ///   - bitrate: target in bits per second (CBR).
     ///   - cpuUsed: speed/quality trade, see `cpuUsedRange`; the default −6 (fixed speed 6, WebRTC's
     ///     desktop setting) keeps a scrolling 1080p screen near 43 dB at about 80 fps on one core;
-    ///     faster speeds gain little time and lose 5 dB or more (docs/parts/perf-codecs.md).
+    ///     faster speeds gain little time and lose 5 dB or more (docs/PERFORMANCE.md).
     ///   - screenContent: enables libvpx's screen-content mode and tunes the loop filter and
     ///     denoiser off, so text edges stay sharp instead of being smoothed as noise.
     ///   - keyframeInterval: maximum frames between automatic keyframes (new viewers also get one on

@@ -39,11 +39,15 @@ public final class X11Display {
         self.name = resolved
         self.handle = display
         self.screen = shroud_x_default_screen(display)
+        // Without this, Xlib calls exit() when the server goes away (killed Xvfb, ended session).
+        XSetIOErrorExitHandler(display, { display, _ in
+            if let display { X11ErrorTrap.markLost(display) }
+        }, nil)
     }
 
     deinit {
-        X11ErrorTrap.forget(handle)
         XCloseDisplay(handle)
+        X11ErrorTrap.forget(handle)  // after closing: closing a lost display reports it again
     }
 
     /// The current size of the default screen (asked from the server, so it follows RandR changes).
@@ -82,12 +86,16 @@ public final class X11Display {
     /// `subject` names what the request was about, for the message.
     func trappingErrors<R>(_ subject: String, sync: Bool, _ body: () throws -> R) throws -> R {
         _ = X11ErrorTrap.take(handle)
-        let result = try body()
+        // The X error or lost connection explains a failed body better than the body's own error.
+        let result = Result { try body() }
         if sync { XSync(handle, 0) }
+        if X11ErrorTrap.isLost(handle) {
+            throw MediaError.device("lost the connection to X display \(name)")
+        }
         if let code = X11ErrorTrap.take(handle) {
             throw MediaError.device(X11ErrorTrap.reason(code: code, subject: subject, display: name))
         }
-        return result
+        return try result.get()
     }
 
     /// The error recorded for this display since the last call, if any, without a round trip.
@@ -96,9 +104,10 @@ public final class X11Display {
     static func hex(_ window: Window) -> String { "0x" + String(window, radix: 16) }
 }
 
-/// The process-wide Xlib error handler and the errors it recorded, per display.
+/// The process-wide Xlib error handlers and the errors they recorded, per display.
 enum X11ErrorTrap {
     private static let errors = Mutex<[UInt: UInt8]>([:])
+    private static let lost = Mutex<Set<UInt>>([])
 
     private static let installed: Bool = {
         _ = XInitThreads()
@@ -112,6 +121,9 @@ enum X11ErrorTrap {
             }
             return 0
         }
+        // Called first when a connection breaks; the default prints and the per-display exit
+        // handler (set in `X11Display.init`) then records the loss instead of exiting.
+        _ = XSetIOErrorHandler { _ in 0 }
         return true
     }()
 
@@ -127,6 +139,15 @@ enum X11ErrorTrap {
 
     static func forget(_ display: OpaquePointer) {
         _ = take(display)
+        _ = lost.withLock { $0.remove(key(display)) }
+    }
+
+    static func markLost(_ display: OpaquePointer) {
+        _ = lost.withLock { $0.insert(key(display)) }
+    }
+
+    static func isLost(_ display: OpaquePointer) -> Bool {
+        lost.withLock { $0.contains(key(display)) }
     }
 
     static func reason(code: UInt8, subject: String, display: String) -> String {

@@ -237,7 +237,7 @@ public final class Relay {
 
     private func handle(_ frame: SessionFrame, from id: ConnectionID, identity: IdentityKey, now: UInt64) throws {
         let request = frame.requestID
-        func reply(_ message: SessionMessage) { send(id, SessionFrame(requestID: request, message)) }
+        func reply(_ message: RelayMessage) { send(id, SessionFrame(requestID: request, message)) }
         func refuse(_ code: SessionErrorCode, _ text: String) { reply(.error(code: code, text: text)) }
 
         switch frame.message {
@@ -363,7 +363,7 @@ public final class Relay {
     }
 
     private func finishJoin(_ outcome: JoinOutcome, identity: IdentityKey,
-                            reply: (SessionMessage) -> Void, refuse: (SessionErrorCode, String) -> Void) throws {
+                            reply: (RelayMessage) -> Void, refuse: (SessionErrorCode, String) -> Void) throws {
         switch outcome {
         case let .joined(membership), let .alreadyMember(membership):
             guard let record = try store.channel(membership.channel) else { refuse(.notFound, "no such channel"); return }
@@ -384,7 +384,7 @@ public final class Relay {
     /// Removes a member, stops deliveries to their connections and tells everyone, the removed
     /// member included, so clients rotate their sender keys.
     private func removeMember(_ channel: ChannelID, _ target: IdentityKey, change: MembershipChange, role: ChannelRole) throws {
-        let notice = SessionMessage.membershipChanged(channel: channel, member: target, change: change, role: role)
+        let notice = RelayMessage.membershipChanged(channel: channel, member: target, change: change, role: role)
         guard try store.removeMember(channel: channel, member: target) else { return }
         for connection in sortedConnections(of: target) {
             connections[connection]?.channelCursor[channel] = nil
@@ -396,7 +396,7 @@ public final class Relay {
     }
 
     /// Pushes a message to every connected member of the channel.
-    private func announce(_ channel: ChannelID, _ message: SessionMessage) throws {
+    private func announce(_ channel: ChannelID, _ message: RelayMessage) throws {
         for member in try store.members(channel: channel) {
             for connection in sortedConnections(of: member.identity) { send(connection, SessionFrame(message)) }
         }

@@ -7,6 +7,8 @@ public enum ProfileError: Error, Equatable, Sendable, CustomStringConvertible {
     case identityExists(home: String)
     case unreadable(String)
     case corrupt(String)
+    /// An encrypted row did not authenticate: altered, or copied from another row.
+    case rowAuthenticationFailed(table: String, row: String)
 
     public var description: String {
         switch self {
@@ -14,6 +16,8 @@ public enum ProfileError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .identityExists(home): return "an identity already exists in \(home); use another --home to create a second one"
         case let .unreadable(reason): return "cannot open the profile: \(reason)"
         case let .corrupt(reason): return "the profile is damaged: \(reason)"
+        case let .rowAuthenticationFailed(table, row):
+            return "the profile is damaged: row \(row) of table \(table) failed authentication (altered, or moved from another row)"
         }
     }
 }
@@ -39,7 +43,7 @@ public struct StoredIdentity: Equatable, Sendable {
 public final class ProfileStore: Sendable {
     public static let fileName = "profile.sqlite"
     public let home: String
-    private let database: DatabasePool
+    let database: DatabasePool
 
     /// Opens the profile in `home`, creating the directory and database when `create` is true.
     public init(home: String, create: Bool) throws {
@@ -92,6 +96,7 @@ public final class ProfileStore: Sendable {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("v2-session-stores-and-contacts", migrate: SessionStoreSchema.create)
         return migrator
     }
 
@@ -145,6 +150,17 @@ public final class ProfileStore: Sendable {
         }
     }
 
+    /// Replaces the sealed secret `name` by `record` under `newName`, in one transaction.
+    public func replaceSealedSecret(named name: String, with record: [UInt8], newName: String) throws {
+        try wrap {
+            try database.write { db in
+                try db.execute(sql: "DELETE FROM sealed_secret WHERE name = ?", arguments: [name])
+                try db.execute(sql: "INSERT OR REPLACE INTO sealed_secret (name, record) VALUES (?, ?)",
+                               arguments: [newName, Data(record)])
+            }
+        }
+    }
+
     // MARK: Settings
 
     public func setting(_ key: String) throws -> String? {
@@ -159,13 +175,16 @@ public final class ProfileStore: Sendable {
         }
     }
 
-    private func wrap<T>(_ body: () throws -> T) throws -> T {
+    func wrap<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as ProfileError {
             throw error
         } catch let error as DatabaseError {
             throw ProfileError.corrupt(error.message ?? "\(error.resultCode)")
+        } catch is RowDecodingError {
+            // GRDB's own text lists the whole row and statement; one line is enough here.
+            throw ProfileError.corrupt("a column holds a value of the wrong type")
         }
     }
 

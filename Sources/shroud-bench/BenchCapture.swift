@@ -1,4 +1,5 @@
 import ShroudMedia
+import ShroudTestSupport
 
 /// One step applied to every captured frame after capture (colour conversion, VP8 encode, …),
 /// timed separately. The capture benchmark runs the stages in order on the borrowed frame.
@@ -8,29 +9,31 @@ struct CaptureStage {
 }
 
 /// The screen sizes the share offers (`--quality`).
-private let captureSizes: [(label: String, size: PixelSize)] = [
-    ("360p", PixelSize(width: 640, height: 360)),
-    ("720p", PixelSize(width: 1280, height: 720)),
-    ("1080p", PixelSize(width: 1920, height: 1080)),
+private let captureSizes: [(quality: VideoQuality, size: PixelSize)] = [
+    (.p360, PixelSize(width: 640, height: 360)),
+    (.p720, PixelSize(width: 1280, height: 720)),
+    (.p1080, PixelSize(width: 1920, height: 1080)),
 ]
 
-/// X11 capture ms/frame and fps, MIT-SHM and the XGetImage fallback, per screen size.
+/// The screen-sharing pipeline on one thread, per screen size: X11 capture (MIT-SHM and the
+/// XGetImage fallback), libyuv BGRX→I420, VP8 encode at the quality's bitrate.
 ///
-///     shroud-bench capture [--display :N] [--sizes 360p,720p,1080p] [--seconds S]
+///     shroud-bench capture [--sizes 360p,720p,1080p] [--seconds S] [--capture-only]
 ///
-/// Without `--display` it starts its own `Xvfb` for each size; with it, it measures that display
-/// at its own size.
+/// Each size gets its own Xvfb showing the code fixture, scrolled by 8 lines before every frame
+/// (painting is not timed), so the encoder sees a screen that changes like a scrolling editor
+/// rather than a still one.
 func benchCapture(_ arguments: [String]) throws {
-    var display: String?
     var seconds = 2.0
-    var labels = captureSizes.map(\.label)
+    var labels = captureSizes.map(\.quality.rawValue)
+    var captureOnly = false
     var index = 0
     while index < arguments.count {
         let option = arguments[index]
+        if option == "--capture-only" { captureOnly = true; index += 1; continue }
         guard index + 1 < arguments.count else { throw BenchError.failed("\(option) needs a value") }
         let value = arguments[index + 1]
         switch option {
-        case "--display": display = value
         case "--seconds":
             guard let s = Double(value), s > 0 else { throw BenchError.failed("bad --seconds \(value)") }
             seconds = s
@@ -39,57 +42,74 @@ func benchCapture(_ arguments: [String]) throws {
         }
         index += 2
     }
-    // Stages run after capture on each frame; empty today, conversion and encode plug in here.
-    let stages: [CaptureStage] = []
 
-    var table = Table("screen", "method", "frames", "capture ms/frame",
-                      "stages ms/frame", "total ms/frame", "fps")
-    func measure(_ name: String, label: String) throws {
-        let x = try X11Display(name: name)
+    var table = Table("screen", "method", "frames", "capture ms", "convert ms", "VP8 encode ms", "total ms/frame", "fps")
+    for label in labels {
+        guard let entry = captureSizes.first(where: { $0.quality.rawValue == label }) else {
+            throw BenchError.failed("unknown size \(label) (360p, 720p, 1080p)")
+        }
+        let (width, height) = (entry.size.width, entry.size.height)
+        let server = try XvfbServer(width: width, height: height)
+        defer { server.stop() }
+        // The fixture at this size, stacked twice so any 8-line scroll offset is a full screen.
+        let screen = try Fixtures.run(["-v", "error", "-i", Fixtures.path("screen-code.png"), "-vf", "scale=\(width):\(height)",
+                                       "-f", "rawvideo", "-pix_fmt", "bgra", "-"])
+        let tall = screen + screen
+        let painter = try XPainter(server.displayName)
+        let rowBytes = width * 4
+        let scroll: (Int) -> Void = { frame in
+            let offset = (frame * 8) % height
+            painter.put(Array(tall[offset * rowBytes..<(offset + height) * rowBytes]), width: width, height: height, on: painter.root)
+        }
+
+        let x = try X11Display(name: server.displayName)
         for sharedMemory in [true, false] {
             let capturer = try ScreenCapturer(display: x, allowSharedMemory: sharedMemory)
-            if sharedMemory && capturer.method != .sharedMemory {
-                FileHandle.standardError.write(Data("\(name): no MIT-SHM, measuring XGetImage only\n".utf8))
-                continue
+            var stages: [CaptureStage] = []
+            if !captureOnly {
+                let converter = ScreenPictureConverter(quality: entry.quality)
+                let encoder = try VP8Encoder(width: width, height: height, bitrate: entry.quality.defaultBitrate, fps: 30)
+                var picture: I420Frame?
+                var pts: Int64 = 0
+                stages = [
+                    CaptureStage(name: "convert") { picture = try converter.picture(from: $0) },
+                    CaptureStage(name: "VP8 encode") { _ in
+                        guard let picture else { return }
+                        pts += 1
+                        _ = try encoder.encode(picture, pts: pts)
+                    },
+                ]
             }
-            let result = try runCapture(capturer, stages: stages, seconds: seconds)
-            table.add(label, capturer.method.rawValue, "\(result.frames)", fmt(result.captureMs, 3),
-                      stages.isEmpty ? "–" : result.stageMs.map { fmt($0, 3) }.joined(separator: " + "),
-                      fmt(result.totalMs, 3), fmt(1000 / result.totalMs, 0))
+            let result = try runCapture(capturer, stages: stages, seconds: seconds, beforeFrame: scroll)
+            table.add("\(label) (\(entry.size))", capturer.method.rawValue, "\(result.frames)", fmt(result.captureMs, 2),
+                      result.stageMs.count > 0 ? fmt(result.stageMs[0], 2) : "–",
+                      result.stageMs.count > 1 ? fmt(result.stageMs[1], 2) : "–",
+                      fmt(result.totalMs, 2), fmt(1000 / result.totalMs, 0))
         }
     }
-    if let display {
-        let size = try X11Display(name: display).screenSize()
-        try measure(display, label: "\(display) \(size)")
-    } else {
-        for label in labels {
-            guard let entry = captureSizes.first(where: { $0.label == label }) else {
-                throw BenchError.failed("unknown size \(label) (360p, 720p, 1080p)")
-            }
-            let server = try BenchXvfb(size: entry.size)
-            defer { server.stop() }
-            try measure(server.displayName, label: "\(label) (\(entry.size))")
-        }
-    }
-    table.print(title: "X11 capture, one thread (Xvfb, \(fmt(seconds, 0)) s per row)")
-    Swift.print("\nstages: " + (stages.isEmpty ? "none (capture only)" : stages.map(\.name).joined(separator: ", ")))
+    table.print(title: "Screen pipeline, one thread, scrolling code screen (\(fmt(seconds, 1)) s per row)")
 }
 
 private struct CaptureResult {
     var frames: Int
     var captureMs: Double
     var stageMs: [Double]
+    /// Capture plus stages; the untimed repaint between frames is left out.
     var totalMs: Double
 }
 
-/// Captures (and runs the stages) as fast as possible for `seconds`, after a short warm-up.
-private func runCapture(_ capturer: ScreenCapturer, stages: [CaptureStage], seconds: Double) throws -> CaptureResult {
-    for _ in 0..<5 { try capturer.withNextFrame { frame in for stage in stages { try stage.process(frame) } } }
+/// Captures (and runs the stages) for `seconds` of measured time, after a short warm-up.
+private func runCapture(_ capturer: ScreenCapturer, stages: [CaptureStage], seconds: Double,
+                        beforeFrame: (Int) -> Void) throws -> CaptureResult {
+    for i in 0..<5 {
+        beforeFrame(i)
+        try capturer.withNextFrame { frame in for stage in stages { try stage.process(frame) } }
+    }
     var captureTime = 0.0
     var stageTimes = [Double](repeating: 0, count: stages.count)
     var frames = 0
-    let start = now()
-    while now() - start < seconds {
+    while captureTime + stageTimes.reduce(0, +) < seconds {
+        beforeFrame(frames + 5)
         let before = now()
         var afterCapture = before
         try capturer.withNextFrame { frame in
@@ -105,45 +125,7 @@ private func runCapture(_ capturer: ScreenCapturer, stages: [CaptureStage], seco
         captureTime += afterCapture - before
         frames += 1
     }
-    let total = now() - start
-    return CaptureResult(frames: frames, captureMs: captureTime * 1000 / Double(frames),
-                         stageMs: stageTimes.map { $0 * 1000 / Double(frames) },
-                         totalMs: total * 1000 / Double(frames))
-}
-
-/// An Xvfb started for one measurement on a display number it picks itself (`-displayfd`).
-private final class BenchXvfb {
-    let displayName: String
-    private let process = Process()
-
-    init(size: PixelSize) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/Xvfb")
-        process.arguments = ["-displayfd", "1", "-screen", "0", "\(size.width)x\(size.height)x24", "-nolisten", "tcp"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var line = Data()
-        let reader = output.fileHandleForReading
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = reader.availableData  // EOF (empty) when Xvfb exits
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        guard let number = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            process.terminate()
-            process.waitUntilExit()
-            throw BenchError.failed("Xvfb did not start")
-        }
-        displayName = ":\(number)"
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
-
-    deinit { stop() }
+    let perFrame = { (t: Double) in t * 1000 / Double(frames) }
+    return CaptureResult(frames: frames, captureMs: perFrame(captureTime), stageMs: stageTimes.map(perFrame),
+                         totalMs: perFrame(captureTime + stageTimes.reduce(0, +)))
 }

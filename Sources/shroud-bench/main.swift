@@ -4,7 +4,7 @@
 
 let groups: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
     ("codecs", "Opus encode/decode × real time; VP8 encode/decode, libyuv conversion per resolution", benchCodecs),
-    ("capture", "X11 capture → I420 → VP8 per resolution, one thread (needs DISPLAY or --display)", benchCapture),
+    ("capture", "X11 capture → I420 → VP8 per resolution, one thread, on its own Xvfb", benchCapture),
     ("sframe", "SFrame seal/open of 1200-byte frames vs openssl speed -evp aes-256-gcm", benchSFrame),
     ("keystore", "Argon2id unlock time with the keystore parameters", benchKeystore),
     ("ratchet", "Double Ratchet encrypt+decrypt of 1 KiB messages per second", benchRatchet),

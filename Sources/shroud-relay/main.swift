@@ -90,6 +90,12 @@ do {
 }
 
 let chosenLogLevel = logLevel
+// TLS arrives with the session layer. Until then a relay asked for TLS refuses to start rather
+// than serve in clear while the operator believes it is encrypted.
+if configuration.usesTLS {
+    fail("TLS (SC_TLS_CERT/SC_TLS_KEY) is not supported by this version yet; terminate TLS in a reverse proxy in front of the relay", status: 2)
+}
+
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
     handler.logLevel = chosenLogLevel
@@ -100,12 +106,6 @@ let logger = Logger(label: "shroud-relay")
 // Two event-loop threads: one per core on the machines the relay targets (a Raspberry Pi has four,
 // but the relay's work per message is small; more threads mostly cost memory).
 let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
-
-// TLS is not implemented yet: refuse to start rather than serve sessions in clear to clients that
-// asked for TLS (and that /info would tell "tls": true).
-if configuration.usesTLS {
-    fail("SC_TLS_CERT/SC_TLS_KEY: TLS is not supported by this version yet; terminate TLS in front of the relay", status: 2)
-}
 
 // Storage: SQLite today; PostgreSQL is accepted by the configuration but not implemented yet.
 guard let databasePath = SQLiteRelayStore.path(fromDatabaseURL: configuration.databaseURL) else {
@@ -127,17 +127,17 @@ let relay = Relay(store: store, relayBinding: relayBinding, limits: RelayLimits(
 let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger)
 logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(relayBinding)"])
 
+let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
     routes: HTTPRoutes(version: relayVersion, configuration: configuration),
     group: group, logger: logger, sessions: sessions,
     onBound: { address in
-        // Type=notify: systemd starts dependent units only once the port is really open.
-        SystemdNotify.send("READY=1\nSTATUS=listening on port \(address.port ?? configuration.port)")
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
             "version": "\(relayVersion)",
         ])
+        systemd.ready(status: "listening on port \(address.port ?? configuration.port)")
     })
 let services = ServiceGroup(configuration: .init(
     services: [.init(service: http, successTerminationBehavior: .gracefullyShutdownGroup,
@@ -147,6 +147,7 @@ let services = ServiceGroup(configuration: .init(
 
 do {
     try await services.run()
+    systemd.stopping()
     try await group.shutdownGracefully()
     logger.info("stopped")
 } catch {

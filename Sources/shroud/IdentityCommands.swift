@@ -3,10 +3,6 @@ import Foundation
 import ShroudCrypto
 import ShroudStore
 
-/// Name of the profile's sealed recovery entropy: every identity key derives from it, and Shamir
-/// shares split it.
-let recoverySecretName = "recovery-entropy"
-
 struct IdentityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "id",
@@ -94,11 +90,12 @@ struct IdentityCommand: ParsableCommand {
         func run() throws {
             let store = try ProfileStore(home: global.resolvedHome, create: false)
             _ = try loadPublicIdentity(store)
-            guard let record = try store.sealedSecret(named: recoverySecretName) else {
+            var random = SystemRandom()
+            let secrets = try ProfileVault.unlock(store, passphrase: try Passphrase.read(confirm: false), random: &random)
+            defer { secrets.lock() }
+            guard let entropy = try secrets.secret(named: ProfileVault.recoveryEntropyName) else {
                 throw ProfileError.corrupt("the recovery secret is missing")
             }
-            let entropy = try Keystore.open(bytes: record, passphrase: try Passphrase.read(confirm: false))
-            var random = SystemRandom()
             for share in try Shamir.split(secret: entropy, threshold: threshold, shares: shares, random: &random) {
                 global.output.emit(share.text, ["share": share.text, "index": share.index, "threshold": share.threshold])
             }
@@ -125,18 +122,18 @@ struct IdentityCommand: ParsableCommand {
     }
 }
 
-/// Derives the identity from `phrase`, seals the recovery entropy under `passphrase`, and stores
-/// both in one transaction.
+/// Derives the identity from `phrase`, seals the recovery entropy with a new storage key under
+/// `passphrase` (ProfileVault), and stores both in one transaction.
 private func save(_ phrase: RecoveryPhrase, passphrase: String, in store: ProfileStore,
                   random: inout some RandomSource) throws -> PublicIdentity {
     let keys = try phrase.identity()
     defer { keys.wipe() }
-    let sealed = try Keystore.seal(secret: phrase.entropy, passphrase: passphrase, random: &random)
+    let sealed = try ProfileVault.sealNew(recoveryEntropy: phrase.entropy, passphrase: passphrase, random: &random)
     let identity = keys.publicIdentity
     try store.createIdentity(
         StoredIdentity(signingKey: identity.signingKey, agreementKey: identity.agreementKey,
                        agreementSignature: identity.agreementSignature, createdAt: Date()),
-        sealedSecretName: recoverySecretName, sealedSecret: sealed.serialized())
+        sealedSecretName: ProfileVault.sealedSecretName, sealedSecret: sealed.serialized())
     return identity
 }
 

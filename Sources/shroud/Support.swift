@@ -139,3 +139,21 @@ enum Passphrase {
 func readStandardInput() -> String {
     String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
 }
+
+/// Questions to the person at the terminal (not to standard input, which scripts may fill).
+enum Terminal {
+    /// Prints `question` on /dev/tty and reads one line with echo; nil when the command does not
+    /// run interactively (standard input is not a terminal, as under scripts and tests) or there
+    /// is no terminal at all.
+    static func ask(_ question: String) -> String? {
+        guard isatty(STDIN_FILENO) == 1 else { return nil }
+        let fd = open("/dev/tty", O_RDWR | O_NOCTTY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        _ = question.withCString { Glibc.write(fd, $0, strlen($0)) }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while Glibc.read(fd, &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import ShroudTestSupport
 import Testing
 
 /// Runs the real binaries built by `swift build` (tools/test exports SHROUD_BIN_DIR; otherwise
@@ -59,7 +60,7 @@ func run(_ executable: String, _ arguments: [String], stdin: String = "", enviro
     process.standardInput = input
     process.standardOutput = output
     process.standardError = errors
-    try process.run()
+    try runWithSignalsUnblocked(process)
     input.fileHandleForWriting.write(Data(stdin.utf8))
     try? input.fileHandleForWriting.close()
 
@@ -113,7 +114,7 @@ final class BackgroundProcess {
             let data = handle.availableData
             if !data.isEmpty { buffer.append(data) }
         }
-        try process.run()
+        try runWithSignalsUnblocked(process)
     }
 
     /// Waits until stderr has a line containing `marker`; returns that line.

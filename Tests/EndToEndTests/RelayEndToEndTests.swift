@@ -1,4 +1,5 @@
 import Foundation
+import ShroudTestSupport
 import Testing
 
 @Suite(.serialized) struct RelayEndToEndTests {
@@ -22,6 +23,18 @@ import Testing
         #expect(relay.stderrLines.contains(where: { $0.contains("stopped") }))
     }
 
+    @Test(.timeLimit(.minutes(1))) func tellsSystemdWhenReadyAndWhenStopping() throws {
+        let dir = TemporaryDirectory()
+        let notify = try NotificationSocket(name: dir.path + "/notify")
+        let relay = try BackgroundProcess(Binaries.path("shroud-relay"), ["--host", "127.0.0.1", "--port", "0"],
+                                          environment: ["NOTIFY_SOCKET": notify.name], directory: dir.path)
+        let ready = try #require(notify.receive())
+        #expect(ready.hasPrefix("READY=1\nSTATUS=listening on port "))
+        #expect(ready.contains("MAINPID=\(relay.process.processIdentifier)"))
+        #expect(relay.stop(SIGTERM) == 0)
+        #expect(notify.receive() == "STOPPING=1\n")
+    }
+
     @Test func configurationErrorsAreUsageErrors() throws {
         let dir = TemporaryDirectory()
         let badPort = try run(Binaries.path("shroud-relay"), [], environment: ["SC_PORT": "99999"], directory: dir.path)
@@ -36,6 +49,12 @@ import Testing
 
         let unknownFlag = try run(Binaries.path("shroud-relay"), ["--prot", "1"], directory: dir.path)
         #expect(unknownFlag.status == 2)
+
+        // Never serve in clear while the operator asked for TLS.
+        let clean = TemporaryDirectory()
+        let tls = try run(Binaries.path("shroud-relay"), ["--tls-cert", "/c.pem", "--tls-key", "/k.pem"], directory: clean.path)
+        #expect(tls.status == 2)
+        #expect(tls.stderr.contains("TLS"))
     }
 
     @Test func aTakenPortIsARuntimeFailure() throws {

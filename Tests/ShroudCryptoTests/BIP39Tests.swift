@@ -99,6 +99,8 @@ import Testing
         identity.wipe()
         #expect(identity.isWiped)
         #expect(throws: ShroudCrypto.CryptoError.self) { try identity.sign([1, 2, 3]) }
+        #expect(throws: ShroudCrypto.CryptoError.self) { try identity.signingPrivateKey() }
+        #expect(throws: ShroudCrypto.CryptoError.self) { try identity.agreementPrivateKey() }
         #expect(identity.signingSeed.bytes == [UInt8](repeating: 0, count: 32))
         #expect(identity.agreementSecret.bytes == [UInt8](repeating: 0, count: 32))
     }

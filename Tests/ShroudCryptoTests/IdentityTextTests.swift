@@ -106,7 +106,7 @@ import Testing
             ])
         }
         let document: [String: Any] = [
-            "description": "Shroud identity derivation (docs/parts/crypto-identity.md): 24-word BIP39 phrase, empty passphrase -> 64-byte seed -> HKDF-SHA512(salt empty, info label) -> Ed25519 seed / X25519 scalar; agreement key signed with Ed25519 over label || key; id = sid1 + base32(ed25519_public || SHA-256(checksum label || ed25519_public)[0..4]).",
+            "description": "Shroud identity derivation (docs/CRYPTO.md §1): 24-word BIP39 phrase, empty passphrase -> 64-byte seed -> HKDF-SHA512(salt empty, info label) -> Ed25519 seed / X25519 scalar; agreement key signed with Ed25519 over label || key; id = sid1 + base32(ed25519_public || SHA-256(checksum label || ed25519_public)[0..4]).",
             "labels": [
                 "ed25519": String(decoding: IdentityKeyPair.signingKeyLabel, as: UTF8.self),
                 "x25519": String(decoding: IdentityKeyPair.agreementKeyLabel, as: UTF8.self),

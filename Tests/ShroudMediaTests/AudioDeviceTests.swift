@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Foundation
 import ShroudMedia
 import Testing
@@ -112,6 +113,20 @@ struct ALSAFilePluginTests {
         }
     }
 
+    @Test("configuration from a file, and a negative frame count refused")
+    func configurationFile() throws {
+        let temp = try TemporaryDirectory()
+        let samples = testSamples(count: 960 * 3, seed: 5)
+        try littleEndianBytes(samples).write(to: URL(fileURLWithPath: temp.path("in.raw")))
+        let text = filePCMConfiguration(name: "shroud_test_file", infile: temp.path("in.raw"),
+                                        outfile: "/dev/null", channels: 1)
+        try text.write(toFile: temp.path("asound.conf"), atomically: true, encoding: .utf8)
+        let capture = try AudioCapture(device: "shroud_test_file", format: try AudioFormat(),
+                                       configuration: try ALSAConfiguration(contentsOfFile: temp.path("asound.conf")))
+        #expect(try capture.read(frames: 960 * 3) == samples)
+        #expect(throws: MediaError.self) { try capture.read(frames: -1) }
+    }
+
     @Test("malformed configuration text is a MediaError")
     func malformedConfiguration() {
         #expect(throws: MediaError.self) { try ALSAConfiguration(text: "pcm.broken { type plug ") }
@@ -171,7 +186,7 @@ struct ALSAPulseAudioTests {
     }
 
     @Test("what is played into vsink comes back on vsink.monitor")
-    func playAndRecord() async throws {
+    func playAndRecord() throws {
         let pulse = try PulseAudioServer()
         defer { pulse.stop() }
         let text = pulse.alsaConfiguration(capture: "vsink_rec", playback: "vsink_play")
@@ -179,20 +194,75 @@ struct ALSAPulseAudioTests {
         let tone = (0..<72_000).map { Int16(16_000 * sin(2 * Double.pi * 1000 * Double($0) / 48_000)) }
         let capture = try AudioCapture(device: "vsink_rec", format: try AudioFormat(),
                                        configuration: try ALSAConfiguration(text: text))
-        _ = try capture.read(frames: 960)  // the recording stream is running before playback starts
-        let player = Task.detached {
-            let playback = try AudioPlayback(device: "vsink_play", format: try AudioFormat(),
-                                             configuration: try ALSAConfiguration(text: text))
-            try playback.write(tone)
-            try playback.drain()
-        }
-        let recorded = try capture.read(frames: 96_000)
-        try await player.value
+        // The recording stream must be running before playback starts; a fresh null sink can hold
+        // the first read for up to 2 s while it switches to the stream's timing, and on a loaded
+        // machine a single period is not proof that it did, so take a fifth of a second first.
+        for _ in 0..<10 { _ = try capture.read(frames: 960) }
+        // Playback blocks for 1.5 s, so it gets its own thread rather than a task: a task could wait
+        // for a cooperative thread while this test blocks one in `read`.
+        let player = PlayerThread(configuration: text, samples: tone)
+        player.start()
+        // Record well past the end of the 1.5 s tone, so a late start of either stream still
+        // leaves the whole tone inside the recording.
+        var recorded: [Int16] = []
+        while recorded.count < 240_000 { recorded += try capture.read(frames: 960) }
+        #expect(player.finish() == nil)
         let peak = recorded.map { abs(Int($0)) }.max() ?? 0
         #expect(peak > 12_000, "peak \(peak)")
         // Most of the 1.5 s tone arrived loud (a sine at 16 000 is above 8 000 two thirds of the time).
         let loud = recorded.indices.filter { abs(Int(recorded[$0])) > 8_000 }
-        #expect(loud.count > 20_000)
+        #expect(loud.count > 20_000, "\(loud.count) loud samples")
+    }
+
+    @Test("a playback underrun is recovered and counted, and playback goes on")
+    func underrunRecovered() throws {
+        let pulse = try PulseAudioServer()
+        defer { pulse.stop() }
+        // `handle_underrun` makes the pulse plugin report underruns as ALSA xruns (-EPIPE).
+        let text = "pcm.vsink_play { type pulse server \"unix:\(pulse.socketPath)\" device \"vsink\" handle_underrun true }"
+        let playback = try AudioPlayback(device: "vsink_play", format: try AudioFormat(),
+                                         configuration: try ALSAConfiguration(text: text))
+        let chunk = [Int16](repeating: 1000, count: 960 * 8)
+        try playback.write(chunk)
+        #expect(playback.stats.xruns == 0)
+        // Sleep far longer than the 80 ms buffer: the device runs dry.
+        usleep(500_000)
+        try playback.write(chunk)
+        #expect(playback.stats.xruns >= 1)
+        #expect(playback.stats.frames == 2 * 960 * 8)
+    }
+}
+
+/// Plays samples into an ALSA device on a thread of its own.
+final class PlayerThread: @unchecked Sendable {
+    private let configuration: String
+    private let samples: [Int16]
+    private let done = DispatchSemaphore(value: 0)
+    private var failure: String?
+
+    init(configuration: String, samples: [Int16]) {
+        self.configuration = configuration
+        self.samples = samples
+    }
+
+    func start() {
+        Thread.detachNewThread { [self] in
+            do {
+                let playback = try AudioPlayback(device: "vsink_play", format: try AudioFormat(),
+                                                 configuration: try ALSAConfiguration(text: configuration))
+                try playback.write(samples)
+                try playback.drain()
+            } catch {
+                failure = "\(error)"
+            }
+            done.signal()
+        }
+    }
+
+    /// Waits for the playback to end; returns its error, if any.
+    func finish() -> String? {
+        done.wait()
+        return failure
     }
 }
 

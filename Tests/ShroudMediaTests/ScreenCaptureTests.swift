@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import CX11
 import Foundation
 import ShroudMedia
@@ -132,6 +133,18 @@ struct ScreenCaptureTests {
         }
     }
 
+    @Test("a window partly off screen is a MediaError, for both methods", arguments: [true, false])
+    func windowOffScreen(sharedMemory: Bool) throws {
+        let server = try XvfbServer(width: 640, height: 480)
+        defer { server.stop() }
+        let painter = try XPainter(server.displayName)
+        let window = painter.createWindow(x: 600, y: 10, width: 100, height: 50)
+        let capturer = try ScreenCapturer(display: try X11Display(name: server.displayName),
+                                          source: .window(UInt(window)), allowSharedMemory: sharedMemory)
+        let error = #expect(throws: MediaError.self) { try capturer.captureFrame() }
+        #expect(error?.description.contains("partly off screen") == true)
+    }
+
     @Test("paced capture waits on the injected clock, never sleeping for real")
     func pacedCaptureOnVirtualTime() throws {
         let server = try XvfbServer(width: 160, height: 120)
@@ -148,6 +161,19 @@ struct ScreenCaptureTests {
         }
         #expect(times == [5_000_000_000, 5_100_000_000, 5_200_000_000, 5_300_000_000])
         #expect(clock.sleeps == 3)
+    }
+
+    @Test("an X server that goes away is a MediaError, not an exit", arguments: [true, false])
+    func serverGone(sharedMemory: Bool) throws {
+        let server = try XvfbServer(width: 160, height: 120)
+        let display = try X11Display(name: server.displayName)
+        let capturer = try ScreenCapturer(display: display, allowSharedMemory: sharedMemory)
+        _ = try capturer.captureFrame()
+        server.stop()
+        #expect(throws: MediaError.device("lost the connection to X display \(server.displayName)")) {
+            try capturer.captureFrame()
+        }
+        #expect(throws: MediaError.self) { try display.screenSize() }
     }
 
     @Test("the display list shows a running Xvfb with its size")

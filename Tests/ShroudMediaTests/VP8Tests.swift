@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Foundation
 import Testing
 @testable import ShroudMedia

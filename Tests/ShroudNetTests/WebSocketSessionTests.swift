@@ -21,7 +21,7 @@ struct SessionClientIdentity {
         key = try IdentityKey(Array(signingKey.publicKey.rawRepresentation))
     }
 
-    func answer(_ message: SessionMessage) throws -> SessionMessage {
+    func answer(_ message: RelayMessage) throws -> RelayMessage {
         guard case let .challenge(nonce, deadline, binding) = message else { throw WireError.invalid(field: "challenge", reason: "\(message)") }
         let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)
         return .authenticate(identity: key, signature: try Ed25519Signature(Array(signingKey.signature(for: transcript))))

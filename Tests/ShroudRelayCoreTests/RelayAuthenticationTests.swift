@@ -36,7 +36,7 @@ import ShroudWire
         id = h.connect()
         challenge = h.take(id)[0]
         guard case let .challenge(nonce, deadline, _) = challenge else { return }
-        let foreign = SessionMessage.challenge(nonce: nonce, deadline: deadline, relayBinding: "wss://other.relay/ws")
+        let foreign = RelayMessage.challenge(nonce: nonce, deadline: deadline, relayBinding: "wss://other.relay/ws")
         #expect(errorCode(h.request(id, try alice.answer(foreign))) == .authenticationFailed)
         #expect(h.closed.contains(id))
 

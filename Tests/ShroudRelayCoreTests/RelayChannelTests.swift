@@ -141,7 +141,7 @@ import ShroudWire
         let o = try h.login(owner)
         let x = try h.login(dave)
         create(h, o, .open)
-        let requests: [SessionMessage] = [
+        let requests: [RelayMessage] = [
             .sendChannel(channel: room, blob: blob(1)), .listMembers(channel: room),
             .fetchHistory(channel: room, afterSequence: 0, limit: 1), .acknowledgeChannel(channel: room, throughSequence: 1),
             .createInvite(channel: room, uses: 1, ttlSeconds: 1), .leaveChannel(channel: room),
@@ -167,7 +167,7 @@ import ShroudWire
         #expect(errorCode(h.request(o, .setRole(channel: room, member: carol.key, role: .owner))) == .forbidden)
         _ = h.take(o); _ = h.take(b); _ = h.take(c)
         #expect(h.request(b, .kickMember(channel: room, member: carol.key)) == [.ok])
-        let notice = SessionMessage.membershipChanged(channel: room, member: carol.key, change: .kicked, role: .member)
+        let notice = RelayMessage.membershipChanged(channel: room, member: carol.key, change: .kicked, role: .member)
         #expect(h.take(c) == [notice])
         #expect(h.take(o) == [notice])
         #expect(h.take(b) == [notice])

@@ -15,7 +15,7 @@ import ShroudWire
         let room = channelID(0x77)
         _ = h.request(watcher, .createChannel(channel: room, visibility: .open, metadata: blob(1)))
         let fuzzer = TestIdentity(seed: 8)
-        let seeds: [SessionMessage] = [
+        let seeds: [RelayMessage] = [
             .sendDirect(recipient: bystander.key, blob: blob(2)), .joinChannel(channel: room), .sendChannel(channel: room, blob: blob(3)),
             .acknowledgeDirect([try MessageID(blob(4, size: 16))]), .fetchHistory(channel: room, afterSequence: 0, limit: 5),
             .createInvite(channel: room, uses: 2, ttlSeconds: 60), .kickMember(channel: room, member: bystander.key),

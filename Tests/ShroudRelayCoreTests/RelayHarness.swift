@@ -32,7 +32,7 @@ struct TestIdentity {
         key = try! IdentityKey(Array(signingKey.publicKey.rawRepresentation))
     }
 
-    func answer(_ challenge: SessionMessage) throws -> SessionMessage {
+    func answer(_ challenge: RelayMessage) throws -> RelayMessage {
         guard case let .challenge(nonce, deadline, binding) = challenge else { throw WireError.invalid(field: "challenge", reason: "\(challenge)") }
         let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)
         return .authenticate(identity: key, signature: try Ed25519Signature(Array(signingKey.signature(for: transcript))))
@@ -86,7 +86,7 @@ final class RelayHarness {
     }
 
     /// Removes and returns everything the connection received so far.
-    func take(_ id: ConnectionID) -> [SessionMessage] {
+    func take(_ id: ConnectionID) -> [RelayMessage] {
         defer { inbox[id] = [] }
         return (inbox[id] ?? []).map(\.message)
     }
@@ -101,7 +101,7 @@ final class RelayHarness {
 
     /// Sends a request and returns the messages that came back to this connection with its id.
     @discardableResult
-    func request(_ id: ConnectionID, _ message: SessionMessage) -> [SessionMessage] {
+    func request(_ id: ConnectionID, _ message: RelayMessage) -> [RelayMessage] {
         let requestID = nextRequest
         nextRequest += 1
         let before = inbox[id]?.count ?? 0
@@ -133,15 +133,15 @@ func blob(_ byte: UInt8, size: Int = 256) -> [UInt8] { [UInt8](repeating: byte, 
 func channelID(_ byte: UInt8) -> ChannelID { try! ChannelID([UInt8](repeating: byte, count: 16)) }
 
 /// The direct deliveries in a list of messages.
-func directDeliveries(_ messages: [SessionMessage]) -> [(id: MessageID, blob: [UInt8])] {
+func directDeliveries(_ messages: [RelayMessage]) -> [(id: MessageID, blob: [UInt8])] {
     messages.compactMap { if case let .directDelivery(id, _, blob) = $0 { (id, blob) } else { nil } }
 }
 
-func channelDeliveries(_ messages: [SessionMessage]) -> [(sequence: UInt64, blob: [UInt8])] {
+func channelDeliveries(_ messages: [RelayMessage]) -> [(sequence: UInt64, blob: [UInt8])] {
     messages.compactMap { if case let .channelDelivery(_, sequence, _, blob) = $0 { (sequence, blob) } else { nil } }
 }
 
-func errorCode(_ messages: [SessionMessage]) -> SessionErrorCode? {
+func errorCode(_ messages: [RelayMessage]) -> SessionErrorCode? {
     for message in messages { if case let .error(code, _) = message { return code } }
     return nil
 }

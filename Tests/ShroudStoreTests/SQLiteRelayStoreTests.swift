@@ -112,7 +112,7 @@ struct SigningIdentity {
         key = try IdentityKey(pair.publicIdentity.signingKey)
     }
 
-    func answer(nonce: ChallengeNonce, deadline: UInt64, binding: String) throws -> SessionMessage {
+    func answer(nonce: ChallengeNonce, deadline: UInt64, binding: String) throws -> RelayMessage {
         let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)
         return .authenticate(identity: key, signature: try Ed25519Signature(pair.sign(transcript)))
     }

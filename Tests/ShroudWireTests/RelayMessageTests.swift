@@ -19,7 +19,7 @@ private func filled<T: FixedSizeBytes>(_ type: T.Type, _ byte: UInt8) -> T {
 }
 
 /// One example of every message type, with non-trivial field values.
-let sampleMessages: [SessionMessage] = {
+let sampleMessages: [RelayMessage] = {
     let key = filled(IdentityKey.self, 0xA1)
     let other = filled(IdentityKey.self, 0xB2)
     let channel = filled(ChannelID.self, 0xC3)
@@ -58,13 +58,13 @@ let sampleMessages: [SessionMessage] = {
     ]
 }()
 
-@Suite struct SessionMessageTests {
+@Suite struct RelayMessageTests {
     @Test func everyMessageTypeHasASample() {
-        #expect(Set(sampleMessages.map(\.type)) == Set(SessionMessageType.allCases))
+        #expect(Set(sampleMessages.map(\.type)) == Set(RelayMessageType.allCases))
     }
 
     @Test(arguments: sampleMessages)
-    func roundTrips(_ message: SessionMessage) throws {
+    func roundTrips(_ message: RelayMessage) throws {
         let frame = SessionFrame(requestID: 0xDEAD_BEEF, message)
         let bytes = frame.serialize()
         #expect(bytes[0] == SessionLimits.protocolVersion)
@@ -76,7 +76,7 @@ let sampleMessages: [SessionMessage] = {
     }
 
     @Test(arguments: sampleMessages)
-    func everyTruncationThrows(_ message: SessionMessage) {
+    func everyTruncationThrows(_ message: RelayMessage) {
         let bytes = SessionFrame(requestID: 1, message).serialize()
         for length in 0..<bytes.count {
             #expect(throws: WireError.self) { try SessionFrame(parsing: Array(bytes.prefix(length))) }
@@ -84,7 +84,7 @@ let sampleMessages: [SessionMessage] = {
     }
 
     @Test(arguments: sampleMessages)
-    func trailingBytesAreRejected(_ message: SessionMessage) {
+    func trailingBytesAreRejected(_ message: RelayMessage) {
         let bytes = SessionFrame(requestID: 1, message).serialize() + [0]
         #expect(throws: WireError.self) { try SessionFrame(parsing: bytes) }
     }
@@ -122,7 +122,7 @@ let sampleMessages: [SessionMessage] = {
         #expect(try SessionFrame(parsing: frame).message == .sendDirect(recipient: recipient, blob: largest))
         // Past it: the length field alone is refused before any bytes are read.
         var past = ByteWriter()
-        past.write(SessionLimits.protocolVersion); past.write(SessionMessageType.sendDirect.rawValue); past.write(UInt32(0))
+        past.write(SessionLimits.protocolVersion); past.write(RelayMessageType.sendDirect.rawValue); past.write(UInt32(0))
         past.write(bytes: recipient.bytes); past.write(UInt32(SessionLimits.maximumBlobSize + SessionLimits.largeBucketStep))
         #expect(throws: WireError.tooLarge(field: "blob", size: SessionLimits.maximumBlobSize + SessionLimits.largeBucketStep,
                                            limit: SessionLimits.maximumBlobSize)) { try SessionFrame(parsing: past.bytes) }

@@ -4,13 +4,13 @@ import ShroudMedia
 /// A private PulseAudio daemon with one null sink (`vsink`, 48 kHz) whose clock paces playback
 /// and capture like a sound card. Its socket and state live in a temporary directory; the daemon
 /// is terminated in `stop()` or at the latest in `deinit`.
-final class PulseAudioServer {
-    let directory: URL
+public final class PulseAudioServer {
+    public let directory: URL
     /// The native-protocol socket, for an ALSA `type pulse` PCM's `server "unix:…"` field.
-    let socketPath: String
+    public let socketPath: String
     private let process: Process
 
-    init() throws {
+    public init() throws {
         directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("shroud-pulse-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -44,14 +44,14 @@ final class PulseAudioServer {
     }
 
     /// ALSA configuration text for a capture PCM on `vsink.monitor` and a playback PCM on `vsink`.
-    func alsaConfiguration(capture: String, playback: String) -> String {
+    public func alsaConfiguration(capture: String, playback: String) -> String {
         """
         pcm.\(capture) { type pulse server "unix:\(socketPath)" device "vsink.monitor" }
         pcm.\(playback) { type pulse server "unix:\(socketPath)" device "vsink" }
         """
     }
 
-    func stop() {
+    public func stop() {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()

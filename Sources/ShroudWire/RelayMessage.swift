@@ -16,9 +16,9 @@ public struct SessionFrame: Equatable, Sendable {
     /// `error` or data response. Pushes the relay sends on its own (deliveries, membership changes,
     /// the challenge) carry 0.
     public var requestID: UInt32
-    public var message: SessionMessage
+    public var message: RelayMessage
 
-    public init(requestID: UInt32 = 0, _ message: SessionMessage) {
+    public init(requestID: UInt32 = 0, _ message: RelayMessage) {
         self.requestID = requestID
         self.message = message
     }
@@ -33,11 +33,11 @@ public struct SessionFrame: Equatable, Sendable {
             throw WireError.invalid(field: "version", reason: "unsupported protocol version \(version)")
         }
         let rawType = try reader.readUInt8("message type")
-        guard let type = SessionMessageType(rawValue: rawType) else {
+        guard let type = RelayMessageType(rawValue: rawType) else {
             throw WireError.invalid(field: "message type", reason: "unknown type 0x\(String(rawType, radix: 16))")
         }
         requestID = try reader.readUInt32("request id")
-        message = try SessionMessage(type: type, body: &reader)
+        message = try RelayMessage(type: type, body: &reader)
         guard reader.isAtEnd else {
             throw WireError.invalid(field: "session frame", reason: "\(reader.remaining) trailing bytes after \(type)")
         }
@@ -97,7 +97,7 @@ public enum SessionLimits {
     }
 }
 
-public enum SessionMessageType: UInt8, Sendable, CaseIterable {
+public enum RelayMessageType: UInt8, Sendable, CaseIterable {
     case challenge = 0x01, authenticate = 0x02, ok = 0x03, error = 0x04
     case publishPrekeys = 0x10, fetchBundle = 0x11, bundle = 0x12, countPrekeys = 0x13, prekeyCount = 0x14
     case sendDirect = 0x20, directDelivery = 0x21, acknowledgeDirect = 0x22
@@ -199,7 +199,7 @@ public struct ChannelMember: Equatable, Sendable {
 }
 
 /// One message of the session protocol. Direction: C→R client to relay, R→C relay to client.
-public enum SessionMessage: Equatable, Sendable {
+public enum RelayMessage: Equatable, Sendable {
     /// R→C, first frame on every connection.
     case challenge(nonce: ChallengeNonce, deadline: UInt64, relayBinding: String)
     /// C→R, the answer: the client's identity key and its signature over `AuthenticationTranscript`.
@@ -261,7 +261,7 @@ public enum SessionMessage: Equatable, Sendable {
     /// R→C, pushed to every member when the membership changes, so clients rotate sender keys.
     case membershipChanged(channel: ChannelID, member: IdentityKey, change: MembershipChange, role: ChannelRole)
 
-    public var type: SessionMessageType {
+    public var type: RelayMessageType {
         switch self {
         case .challenge: .challenge
         case .authenticate: .authenticate
@@ -305,7 +305,7 @@ public enum SessionMessage: Equatable, Sendable {
 
     // MARK: Parsing
 
-    init(type: SessionMessageType, body r: inout ByteReader) throws {
+    init(type: RelayMessageType, body r: inout ByteReader) throws {
         switch type {
         case .challenge:
             let nonce = try ChallengeNonce(reading: &r)
@@ -588,7 +588,7 @@ public enum AuthenticationTranscript {
         var w = ByteWriter(capacity: 128)
         w.write(bytes: Array(domainLabel.utf8)); w.write(UInt8(0))
         w.write(nonce); w.write(deadline)
-        let binding = SessionMessage.truncatedUTF8(relayBinding, limit: SessionLimits.maximumRelayBindingSize)
+        let binding = RelayMessage.truncatedUTF8(relayBinding, limit: SessionLimits.maximumRelayBindingSize)
         w.write(UInt8(binding.count)); w.write(bytes: binding)
         w.write(identity)
         return w.bytes

@@ -1,30 +1,29 @@
 import Foundation
-import Testing
-@testable import ShroudMedia
+import ShroudMedia
 
 /// Loads the committed fixtures in media-fixtures/ (recipe: tools/make-fixtures) and runs ffmpeg,
 /// the independent decoder the tests compare Shroud's output with.
-enum Fixtures {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+public enum Fixtures {
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let directory = repositoryRoot.appendingPathComponent("media-fixtures")
-    static let ffmpeg = "/usr/bin/ffmpeg"
+    public static let directory = repositoryRoot.appendingPathComponent("media-fixtures")
+    public static let ffmpeg = "/usr/bin/ffmpeg"
 
-    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+    public static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
     /// ~5 s of speech, 48 kHz mono.
-    static func speech() throws -> WAVReader { try WAVReader(path: path("speech-48k-mono.wav")) }
+    public static func speech() throws -> WAVReader { try WAVReader(path: path("speech-48k-mono.wav")) }
 
     /// A 1920x1080 screen image turned into I420 the way a capture is: ffmpeg decodes the PNG into
     /// 32-bpp BGRA (X11's layout), then libyuv converts it.
-    static func screen(_ name: String = "screen-text") throws -> I420Frame {
+    public static func screen(_ name: String = "screen-text") throws -> I420Frame {
         let bgra = try run(["-v", "error", "-i", path("\(name).png"), "-f", "rawvideo", "-pix_fmt", "bgra", "-"])
         return try ColorConversion.bgraToI420(bgra, width: 1920, height: 1080)
     }
 
     /// Runs ffmpeg with the given arguments and returns its standard output.
     @discardableResult
-    static func run(_ arguments: [String]) throws -> [UInt8] {
+    public static func run(_ arguments: [String]) throws -> [UInt8] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: ffmpeg)
         process.arguments = ["-nostdin"] + arguments
@@ -42,20 +41,20 @@ enum Fixtures {
         return [UInt8](data)
     }
 
-    static func temporaryPath(_ name: String) -> String {
+    public static func temporaryPath(_ name: String) -> String {
         FileManager.default.temporaryDirectory
             .appendingPathComponent("shroud-media-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)-\(name)").path
     }
 }
 
-enum FixtureError: Error { case ffmpeg(String) }
+public enum FixtureError: Error { case ffmpeg(String) }
 
 /// Audio quality figures used by the Opus tests.
-enum AudioQuality {
+public enum AudioQuality {
     /// Largest normalised cross-correlation between `reference` and `signal` over lags
     /// 0...maxLag (signal delayed relative to reference). 1 means identical up to a gain; a codec
     /// that keeps the waveform scores above 0.9, unrelated audio near 0.
-    static func maxCorrelation(_ reference: [Int16], _ signal: [Int16], maxLag: Int) -> (value: Double, lag: Int) {
+    public static func maxCorrelation(_ reference: [Int16], _ signal: [Int16], maxLag: Int) -> (value: Double, lag: Int) {
         let a = reference.map(Float.init), b = signal.map(Float.init)
         var best = (value: -1.0, lag: 0)
         a.withUnsafeBufferPointer { pa in
@@ -76,12 +75,12 @@ enum AudioQuality {
         return best
     }
 
-    static func energy(_ x: ArraySlice<Int16>) -> Double { x.reduce(0.0) { $0 + Double($1) * Double($1) } }
+    public static func energy(_ x: ArraySlice<Int16>) -> Double { x.reduce(0.0) { $0 + Double($1) * Double($1) } }
 
-    static func rms(_ x: ArraySlice<Int16>) -> Double { (energy(x) / Double(max(1, x.count))).squareRoot() }
+    public static func rms(_ x: ArraySlice<Int16>) -> Double { (energy(x) / Double(max(1, x.count))).squareRoot() }
 
     /// Energy of the difference between two equally long stretches.
-    static func errorEnergy(_ a: ArraySlice<Int16>, _ b: ArraySlice<Int16>) -> Double {
+    public static func errorEnergy(_ a: ArraySlice<Int16>, _ b: ArraySlice<Int16>) -> Double {
         zip(a, b).reduce(0.0) { let d = Double($1.0) - Double($1.1); return $0 + d * d }
     }
 }

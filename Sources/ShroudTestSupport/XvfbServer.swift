@@ -7,14 +7,14 @@ import ShroudMedia
 /// `deinit`, so a failing test does not leave it running. It also runs with `-terminate` while
 /// this object holds one connection open, so if the test process dies outright the server
 /// exits with it.
-final class XvfbServer {
-    let displayName: String
+public final class XvfbServer {
+    public let displayName: String
     private let process: Process
     private var keeper: OpaquePointer?
 
     /// Starts `Xvfb -screen 0 WxHx24 -nolisten tcp` plus `extraArguments`
     /// (e.g. `["-extension", "MIT-SHM"]` to turn shared memory off).
-    init(width: Int = 640, height: Int = 480, extraArguments: [String] = []) throws {
+    public init(width: Int = 640, height: Int = 480, extraArguments: [String] = []) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/Xvfb")
         process.arguments = ["-displayfd", "1", "-screen", "0", "\(width)x\(height)x24",
@@ -34,7 +34,7 @@ final class XvfbServer {
         keeper = XOpenDisplay(displayName)
     }
 
-    func stop() {
+    public func stop() {
         if let keeper {
             XCloseDisplay(keeper)
             self.keeper = nil
@@ -66,7 +66,7 @@ final class XvfbServer {
 /// Starts `process` with SIGTERM and SIGINT unblocked. A child inherits the signal mask of the
 /// thread that spawns it, and the test runner's worker threads block those signals: without this,
 /// `terminate()` would never reach the child and `waitUntilExit()` would hang.
-func runWithSignalsUnblocked(_ process: Process) throws {
+public func runWithSignalsUnblocked(_ process: Process) throws {
     var signals = sigset_t()
     sigemptyset(&signals)
     sigaddset(&signals, SIGTERM)
@@ -79,23 +79,26 @@ func runWithSignalsUnblocked(_ process: Process) throws {
 
 /// A second, independent Xlib connection the tests draw with, so what the capture sees was put
 /// there by the X server and not by Shroud's code.
-final class XPainter {
-    let display: OpaquePointer
-    let screen: Int32
+public final class XPainter {
+    public let display: OpaquePointer
+    public let screen: Int32
 
-    init(_ name: String) throws {
+    public init(_ name: String) throws {
         guard let display = XOpenDisplay(name) else { throw MediaError.device("painter cannot open \(name)") }
+        // If the server is stopped before this connection is closed, closing it must not end the
+        // test process through Xlib's default exit().
+        XSetIOErrorExitHandler(display, { _, _ in }, nil)
         self.display = display
         self.screen = shroud_x_default_screen(display)
     }
 
     deinit { XCloseDisplay(display) }
 
-    var root: Window { shroud_x_root_window(display, screen) }
+    public var root: Window { shroud_x_root_window(display, screen) }
 
     /// Creates and maps a window that no window manager moves (there is none; override-redirect
     /// makes that explicit).
-    func createWindow(x: Int, y: Int, width: Int, height: Int) -> Window {
+    public func createWindow(x: Int, y: Int, width: Int, height: Int) -> Window {
         var attributes = XSetWindowAttributes()
         attributes.override_redirect = 1
         let window = XCreateWindow(display, root, Int32(x), Int32(y), UInt32(width), UInt32(height), 0,
@@ -109,7 +112,7 @@ final class XPainter {
 
     /// Puts `pixels` (BGRX, `width × 4` bytes per row) at (x, y) of `drawable`, and waits until the
     /// server has done it.
-    func put(_ pixels: [UInt8], width: Int, height: Int, on drawable: Window, x: Int = 0, y: Int = 0) {
+    public func put(_ pixels: [UInt8], width: Int, height: Int, on drawable: Window, x: Int = 0, y: Int = 0) {
         let data = malloc(pixels.count)!.assumingMemoryBound(to: CChar.self)
         pixels.withUnsafeBytes { data.update(from: $0.bindMemory(to: CChar.self).baseAddress!, count: pixels.count) }
         let image = XCreateImage(display, shroud_x_default_visual(display, screen),
@@ -122,12 +125,12 @@ final class XPainter {
         _ = shroud_x_destroy_image(image)  // frees `data` too
     }
 
-    func resize(_ window: Window, width: Int, height: Int) {
+    public func resize(_ window: Window, width: Int, height: Int) {
         XResizeWindow(display, window, UInt32(width), UInt32(height))
         XSync(display, 0)
     }
 
-    func destroy(_ window: Window) {
+    public func destroy(_ window: Window) {
         XDestroyWindow(display, window)
         XSync(display, 0)
     }
@@ -135,7 +138,7 @@ final class XPainter {
 
 /// A BGRX test pattern in which every pixel differs from its neighbours and from the same pixel
 /// of another `seed`.
-func testPattern(width: Int, height: Int, seed: Int) -> [UInt8] {
+public func testPattern(width: Int, height: Int, seed: Int) -> [UInt8] {
     var pixels = [UInt8](repeating: 0, count: width * height * 4)
     for y in 0..<height {
         for x in 0..<width {
@@ -151,7 +154,7 @@ func testPattern(width: Int, height: Int, seed: Int) -> [UInt8] {
 
 /// Whether the B, G and R bytes of every pixel of `frame` equal `pattern` (the X byte is
 /// unspecified).
-func colours(of frame: ScreenFrame, equal pattern: [UInt8]) -> Bool {
+public func colours(of frame: ScreenFrame, equal pattern: [UInt8]) -> Bool {
     guard frame.stride >= frame.width * 4, pattern.count == frame.width * frame.height * 4 else { return false }
     for y in 0..<frame.height {
         for x in 0..<frame.width {
