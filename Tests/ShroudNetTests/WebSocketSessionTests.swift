@@ -111,6 +111,44 @@ private func testLimits() -> RelayLimits {
         #expect(!channel.isActive)
     }
 
+    /// A message of exactly the maximum size, in two fragments, reaches the relay core (which
+    /// answers it); one byte more is refused by the transport and the connection closed.
+    @Test func messageSizeLimitAtAndPast() throws {
+        for extra in [0, 1] {
+            let channel = EmbeddedChannel()
+            let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
+                              random: SystemRandomNumberGenerator())
+            let driver = RelaySessionDriver(relay: relay, loop: channel.embeddedEventLoop, logger: Logger(label: "test"), clock: { 1 })
+            try channel.pipeline.syncOperations.addSessionHandlers(driver: driver)
+            try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40000)).wait()
+            channel.embeddedEventLoop.run()
+            _ = try channel.readOutbound(as: WebSocketFrame.self) // the challenge
+            let total = SessionTransportLimits.maximumMessageSize + extra
+            let first = total / 2
+            var bytes = [UInt8](repeating: 0, count: total)
+            bytes[0] = SessionLimits.protocolVersion
+            bytes[1] = RelayMessageType.authenticate.rawValue
+            do {
+                try channel.writeInbound(WebSocketFrame(fin: false, opcode: .binary, data: channel.allocator.buffer(bytes: bytes[..<first])))
+                try channel.writeInbound(WebSocketFrame(fin: true, opcode: .continuation, data: channel.allocator.buffer(bytes: bytes[first...])))
+            } catch {
+                #expect(extra == 1, "only the oversized message is refused: \(error)")
+            }
+            channel.embeddedEventLoop.run()
+            let reply = try channel.readOutbound(as: WebSocketFrame.self)
+            if extra == 0 {
+                // Reached the core: it did not parse as an answer, so an error frame came back.
+                let frame = try #require(reply)
+                #expect(frame.opcode == .binary)
+                #expect(try RelayMessageType.error == SessionFrame(parsing: Array(frame.data.readableBytesView)).message.type)
+            } else {
+                #expect(reply == nil || reply?.opcode == .connectionClose)
+                #expect(!channel.isActive)
+            }
+            _ = try? channel.finish()
+        }
+    }
+
     @Test func closingTheChannelDisconnectsTheSession() throws {
         let channel = EmbeddedChannel()
         let relay = Relay(store: InMemoryRelayStore(), relayBinding: "wss://relay.test/ws", limits: testLimits(),
