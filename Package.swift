@@ -44,12 +44,16 @@ let package = Package(
             "ShroudWire", "CSodium", "COpenSSL",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "ShroudRelayCore", dependencies: ["ShroudWire"]),
+        .target(name: "ShroudRelayCore", dependencies: [
+            "ShroudWire",
+            // Only to verify Ed25519 signatures that authenticate clients (DESIGN.md §2).
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
 
         // MARK: Devices, storage, network adapters
         .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
         .target(name: "ShroudStore", dependencies: [
-            "ShroudCrypto",
+            "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -58,13 +62,14 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // MARK: Executables
         .executableTarget(name: "shroud-relay", dependencies: [
-            "ShroudRelayCore", "ShroudNet",
+            "ShroudRelayCore", "ShroudNet", "ShroudStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -74,7 +79,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-bench", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),
 
         // MARK: Tests
@@ -84,18 +89,33 @@ let package = Package(
         .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
-        .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
+        .testTarget(name: "ShroudRelayCoreTests", dependencies: [
+            "ShroudRelayCore", "ShroudWire",
+            // The relay tests run against every store implementation, SQLite included.
+            "ShroudStore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
         .testTarget(name: "ShroudStoreTests", dependencies: [
-            "ShroudStore", "ShroudCrypto", .product(name: "GRDB", package: "GRDB.swift"),
+            "ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "ShroudNetTests", dependencies: [
             "ShroudNet", "ShroudRelayCore", "ShroudTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            "ShroudWire",
         ]),
-        .testTarget(name: "EndToEndTests", dependencies: ["ShroudTestSupport", "ShroudMedia", "CX11"]),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "ShroudTestSupport", "ShroudMedia", "CX11",
+            // A real WebSocket session client, to drive the relay binary.
+            "ShroudNet", "ShroudWire",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import ServiceLifecycle
 import ShroudRelayCore
 
@@ -18,9 +19,13 @@ public final class HTTPEndpointServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let onBound: @Sendable (SocketAddress) -> Void
+    private let sessions: RelaySessionDriver?
 
+    /// With `sessions`, a GET of `/ws` with a WebSocket upgrade becomes a session connection on the
+    /// same port; everything else is answered by `routes`.
     public init(host: String, port: Int, routes: HTTPRoutes, group: MultiThreadedEventLoopGroup,
-                logger: Logger, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+                logger: Logger, sessions: RelaySessionDriver? = nil, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+        self.sessions = sessions
         self.host = host
         self.port = port
         self.routes = routes
@@ -32,14 +37,34 @@ public final class HTTPEndpointServer: Service, Sendable {
     public func run() async throws {
         let routes = self.routes
         let logger = self.logger
+        let sessions = self.sessions
+        sessions?.start()
+        defer { sessions?.stop() }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(HTTPEndpointHandler(routes: routes, logger: logger))
+                    let endpoints = HTTPEndpointHandler(routes: routes, logger: logger, sessions: sessions)
+                    var upgrade: NIOHTTPServerUpgradeConfiguration?
+                    if let sessions {
+                        let upgrader = NIOWebSocketServerUpgrader(
+                            maxFrameSize: SessionTransportLimits.maximumMessageSize, automaticErrorHandling: true,
+                            shouldUpgrade: { channel, head in
+                                let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                                return channel.eventLoop.makeSucceededFuture(path == sessionWebSocketPath ? HTTPHeaders() : nil)
+                            },
+                            upgradePipelineHandler: { channel, _ in
+                                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addSessionHandlers(driver: sessions) }
+                            })
+                        upgrade = (upgraders: [upgrader], completionHandler: { context in
+                            // The HTTP endpoints handler has no business on a WebSocket.
+                            context.pipeline.removeHandler(name: HTTPEndpointHandler.name, promise: nil)
+                        })
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withServerUpgrade: upgrade, withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(endpoints, name: HTTPEndpointHandler.name)
                 }
             }
             .bind(host: host, port: port)
@@ -54,18 +79,21 @@ public final class HTTPEndpointServer: Service, Sendable {
 }
 
 /// Answers one request at a time on a connection (HTTP/1.1 keep-alive).
-final class HTTPEndpointHandler: ChannelInboundHandler {
+final class HTTPEndpointHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
+    static let name = "shroud-http-endpoints"
 
     private let routes: HTTPRoutes
     private let logger: Logger
+    private let sessions: RelaySessionDriver?
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
 
-    init(routes: HTTPRoutes, logger: Logger) {
+    init(routes: HTTPRoutes, logger: Logger, sessions: RelaySessionDriver? = nil) {
         self.routes = routes
         self.logger = logger
+        self.sessions = sessions
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -79,10 +107,22 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
             guard let request = head else { return }
             head = nil
             let response: HTTPRoutes.Response
+            let authorization = request.headers.first(name: "Authorization")
             if bodyBytes > maxHTTPRequestBytes {
                 response = .init(status: 413, contentType: "application/json", body: #"{"error":"request too large"}"#)
+            } else if HTTPRoutes.isAdminRoute(request.uri), let sessions {
+                // Statistics live with the relay core on its own loop: fetch them, then answer.
+                let routes = self.routes
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                sessions.withRelay { $0.statistics }.hop(to: context.eventLoop).whenComplete { result in
+                    let (handler, context) = bound.value
+                    let answer = routes.respond(method: request.method.rawValue, path: request.uri, authorization: authorization,
+                                                statistics: try? result.get())
+                    handler.write(answer, for: request, context: context)
+                }
+                return
             } else {
-                response = routes.respond(method: request.method.rawValue, path: request.uri)
+                response = routes.respond(method: request.method.rawValue, path: request.uri, authorization: authorization)
             }
             write(response, for: request, context: context)
         }

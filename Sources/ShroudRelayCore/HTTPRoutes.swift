@@ -21,8 +21,20 @@ public struct HTTPRoutes: Sendable {
         self.configuration = configuration
     }
 
-    public func respond(method: String, path: String) -> Response {
+    /// The admin endpoints, served only when SC_ADMIN_TOKEN is set and the request carries
+    /// `Authorization: Bearer TOKEN`.
+    public static let adminRoutes: Set<String> = ["/admin/stats", "/metrics"]
+
+    /// Whether the request is for an admin endpoint (the adapter then fetches statistics first).
+    public static func isAdminRoute(_ path: String) -> Bool {
+        adminRoutes.contains(path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path)
+    }
+
+    public func respond(method: String, path: String, authorization: String? = nil, statistics: RelayStatistics? = nil) -> Response {
         let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        if Self.adminRoutes.contains(route) {
+            return admin(method: method, route: route, authorization: authorization, statistics: statistics)
+        }
         switch (method, route) {
         case ("GET", "/health"), ("HEAD", "/health"):
             return json(200, #"{"status":"ok"}"#)
@@ -39,7 +51,34 @@ public struct HTTPRoutes: Sendable {
         }
     }
 
+    private func admin(method: String, route: String, authorization: String?, statistics: RelayStatistics?) -> Response {
+        // Without a configured token the endpoints do not exist, so nothing reveals they could.
+        guard let token = configuration.adminToken else { return json(404, #"{"error":"not found"}"#) }
+        guard let authorization, authorization.hasPrefix("Bearer "),
+              constantTimeEqual(Array(authorization.utf8.dropFirst("Bearer ".count)), Array(token.utf8)) else {
+            return json(401, #"{"error":"unauthorized"}"#)
+        }
+        guard method == "GET" || method == "HEAD" else { return json(405, #"{"error":"method not allowed"}"#) }
+        guard let statistics else { return json(503, #"{"error":"statistics unavailable"}"#) }
+        if route == "/metrics" {
+            return Response(status: 200, contentType: "text/plain; version=0.0.4", body: statistics.prometheusText)
+        }
+        return json(200, statistics.json)
+    }
+
     private func json(_ status: Int, _ body: String) -> Response {
         Response(status: status, contentType: "application/json", body: body)
     }
+}
+
+/// Compares two byte strings in time that depends only on their lengths, not on where they
+/// differ, so the admin token cannot be guessed byte by byte from response times.
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference: UInt8 = a.count == b.count ? 0 : 1
+    for index in 0..<max(a.count, b.count) {
+        let x = index < a.count ? a[index] : 0
+        let y = index < b.count ? b[index] : 0
+        difference |= x ^ y
+    }
+    return difference == 0
 }

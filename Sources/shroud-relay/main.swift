@@ -5,6 +5,7 @@ import NIOPosix
 import ServiceLifecycle
 import ShroudNet
 import ShroudRelayCore
+import ShroudStore
 
 // shroud-relay: the blind relay. Configuration comes from flags, then the environment, then a
 // `.env` file in the working directory (DESIGN.md §5). Exit status: 0 after a clean shutdown,
@@ -105,11 +106,32 @@ let logger = Logger(label: "shroud-relay")
 // Two event-loop threads: one per core on the machines the relay targets (a Raspberry Pi has four,
 // but the relay's work per message is small; more threads mostly cost memory).
 let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
+
+// Storage: SQLite today; PostgreSQL is accepted by the configuration but not implemented yet.
+guard let databasePath = SQLiteRelayStore.path(fromDatabaseURL: configuration.databaseURL) else {
+    fail("SC_DATABASE_URL \(configuration.databaseURL): only sqlite://PATH is supported by this version", status: 2)
+}
+let store: SQLiteRelayStore
+let relayBinding: String
+do {
+    store = try SQLiteRelayStore(path: databasePath)
+    var random = SystemRandomNumberGenerator()
+    relayBinding = try RelayBinding.loadOrCreate(directory: (databasePath as NSString).deletingLastPathComponent.isEmpty
+                                                 ? "." : (databasePath as NSString).deletingLastPathComponent, random: &random)
+} catch {
+    fail("\(error)", status: 1)
+}
+// The core runs on one event loop; connections on any loop hop onto it.
+let relay = Relay(store: store, relayBinding: relayBinding, limits: RelayLimits(configuration: configuration),
+                  random: SystemRandomNumberGenerator())
+let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger)
+logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(relayBinding)"])
+
 let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
     routes: HTTPRoutes(version: relayVersion, configuration: configuration),
-    group: group, logger: logger,
+    group: group, logger: logger, sessions: sessions,
     onBound: { address in
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",

@@ -96,3 +96,43 @@ import Testing
         #expect(routes.respond(method: "GET", path: "").status == 404)
     }
 }
+
+@Suite struct AdminRoutesTests {
+    private func routes(token: String?) throws -> HTTPRoutes {
+        var flags: [RelayConfiguration.Key: String] = [:]
+        if let token { flags[.adminToken] = token }
+        return HTTPRoutes(version: "1", configuration: try RelayConfiguration.resolve(flags: flags, environment: [:], dotEnv: nil))
+    }
+
+    @Test func adminEndpointsNeedTheBearerToken() throws {
+        var stats = RelayStatistics()
+        stats.connections = 3
+        stats.directMessagesAccepted = 7
+        #expect(try routes(token: nil).respond(method: "GET", path: "/admin/stats", authorization: "Bearer x", statistics: stats).status == 404)
+        let r = try routes(token: "s3cret-token")
+        #expect(r.respond(method: "GET", path: "/admin/stats", statistics: stats).status == 401)
+        #expect(r.respond(method: "GET", path: "/metrics", authorization: "Bearer s3cret-tokeN", statistics: stats).status == 401)
+        #expect(r.respond(method: "GET", path: "/metrics", authorization: "s3cret-token", statistics: stats).status == 401)
+        #expect(r.respond(method: "GET", path: "/metrics", authorization: "Bearer s3cret-token2", statistics: stats).status == 401)
+        #expect(r.respond(method: "POST", path: "/metrics", authorization: "Bearer s3cret-token", statistics: stats).status == 405)
+        #expect(r.respond(method: "GET", path: "/metrics", authorization: "Bearer s3cret-token", statistics: nil).status == 503)
+
+        let json = r.respond(method: "GET", path: "/admin/stats?x", authorization: "Bearer s3cret-token", statistics: stats)
+        #expect(json.status == 200 && json.contentType == "application/json")
+        #expect(json.body.hasPrefix(#"{"connections":3,"#) && json.body.contains(#""direct_messages_accepted_total":7"#))
+        let metrics = r.respond(method: "GET", path: "/metrics", authorization: "Bearer s3cret-token", statistics: stats)
+        #expect(metrics.status == 200 && metrics.contentType.hasPrefix("text/plain"))
+        #expect(metrics.body.contains("# TYPE shroud_relay_direct_messages_accepted_total counter\nshroud_relay_direct_messages_accepted_total 7\n"))
+        #expect(metrics.body.contains("shroud_relay_connections 3\n"))
+    }
+
+    @Test func constantTimeComparison() {
+        #expect(constantTimeEqual(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!constantTimeEqual(Array("abc".utf8), Array("abd".utf8)))
+        #expect(!constantTimeEqual(Array("abc".utf8), Array("ab".utf8)))
+        #expect(!constantTimeEqual([], [0]))
+        // Lengths differing by a multiple of 256, padded with zeros, are still different.
+        #expect(!constantTimeEqual([1], [1] + [UInt8](repeating: 0, count: 256)))
+        #expect(constantTimeEqual([], []))
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ShroudWire
+
+/// The client end of a session WebSocket (plain `ws://`; no TLS yet): connects, upgrades on
+/// `/ws`, sends session frames (masked, as RFC 6455 requires of clients) and yields the binary
+/// frames the relay sends. Used by tests and available to the client program.
+///
+/// Frames can be read with the async `next()` or the blocking `nextBlocking(timeout:)`; the
+/// blocking form never waits on the Swift concurrency pool, which matters to tests running next to
+/// others that block that pool.
+public struct SessionClientConnection: Sendable {
+    public let channel: Channel
+    private let inbox: FrameInbox
+
+    public static func connect(host: String, port: Int, group: EventLoopGroup) async throws -> SessionClientConnection {
+        try await bootstrap(host: host, port: port, group: group).get()
+    }
+
+    /// Connects and upgrades, blocking the calling thread (never call it on an event loop).
+    public static func connectBlocking(host: String, port: Int, group: EventLoopGroup) throws -> SessionClientConnection {
+        try bootstrap(host: host, port: port, group: group).wait()
+    }
+
+    private static func bootstrap(host: String, port: Int, group: EventLoopGroup) -> EventLoopFuture<SessionClientConnection> {
+        let inbox = FrameInbox()
+        let upgraded = group.next().makePromise(of: Void.self)
+        return ClientBootstrap(group: group).channelInitializer { channel in
+            let requester = UpgradeRequester(host: "\(host):\(port)")
+            let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: SessionTransportLimits.maximumMessageSize,
+                                                      upgradePipelineHandler: { channel, _ in
+                channel.pipeline.addHandler(FrameCollector(inbox)).map { upgraded.succeed() }
+            })
+            let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
+                context.pipeline.removeHandler(requester, promise: nil)
+            })
+            // The relay's challenge can arrive in the same read as the 101 response: those bytes
+            // must go on to the WebSocket decoder, not be dropped with the HTTP decoder.
+            return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade)
+                .flatMap { channel.pipeline.addHandler(requester) }
+        }.connect(host: host, port: port).flatMap { channel in
+            channel.closeFuture.whenComplete { _ in
+                inbox.finish()
+                upgraded.fail(ChannelError.ioOnClosedChannel)
+            }
+            return upgraded.futureResult.map { SessionClientConnection(channel: channel, inbox: inbox) }
+        }
+    }
+
+    public func send(_ frame: SessionFrame) async throws {
+        try await sendRaw(frame.serialize())
+    }
+
+    /// Sends bytes as one binary message, whether or not they are a valid frame (for tests).
+    public func sendRaw(_ bytes: [UInt8]) async throws {
+        let data = channel.allocator.buffer(bytes: bytes)
+        try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).get()
+    }
+
+    public func sendBlocking(_ frame: SessionFrame) throws {
+        let data = channel.allocator.buffer(bytes: frame.serialize())
+        try channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).wait()
+    }
+
+    /// The next session frame; throws when the connection closed first or the frame is malformed.
+    public func next() async throws -> SessionFrame {
+        let inbox = self.inbox
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try inbox.nextSessionFrame(timeout: .infinity) }) }
+        }
+    }
+
+    /// The next session frame, blocking the calling thread for at most `timeout` seconds.
+    public func nextBlocking(timeout: Double = 30) throws -> SessionFrame {
+        try inbox.nextSessionFrame(timeout: timeout)
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Binary frames received and not yet read, guarded by a condition variable so readers can block
+/// on any thread.
+private final class FrameInbox: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var frames: [[UInt8]] = []
+    private var finished = false
+
+    func push(_ bytes: [UInt8]) {
+        condition.lock(); frames.append(bytes); condition.signal(); condition.unlock()
+    }
+
+    func finish() {
+        condition.lock(); finished = true; condition.broadcast(); condition.unlock()
+    }
+
+    func nextSessionFrame(timeout: Double) throws -> SessionFrame {
+        // An infinite wait uses wait() itself: on Linux, wait(until: .distantFuture) traps.
+        let deadline = timeout.isFinite ? Date().addingTimeInterval(timeout) : nil
+        condition.lock()
+        defer { condition.unlock() }
+        while frames.isEmpty && !finished {
+            if let deadline {
+                if !condition.wait(until: deadline) { throw ChannelError.connectTimeout(.seconds(Int64(timeout))) }
+            } else {
+                condition.wait()
+            }
+        }
+        guard !frames.isEmpty else { throw ChannelError.eof }
+        return try SessionFrame(parsing: frames.removeFirst())
+    }
+}
+
+/// Hands the binary frames a client receives to its inbox.
+private final class FrameCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = WebSocketFrame
+    let inbox: FrameInbox
+    init(_ inbox: FrameInbox) { self.inbox = inbox }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.opcode == .binary { inbox.push(Array(frame.data.readableBytesView)) }
+    }
+    func channelInactive(context: ChannelHandlerContext) {
+        inbox.finish()
+        context.fireChannelInactive()
+    }
+}
+
+/// Sends the HTTP upgrade request once connected; the upgrade handler adds the WebSocket headers.
+private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let host: String
+    init(host: String) { self.host = host }
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Content-Length", value: "0")
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: sessionWebSocketPath, headers: headers))),
+                      promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+}

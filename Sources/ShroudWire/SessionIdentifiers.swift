@@ -1,0 +1,90 @@
+/// Fixed-size byte strings of the session protocol (docs/parts/protocol.md, "Field types").
+/// Each type checks its length when built from bytes, so a value that exists always serializes
+/// to exactly `size` bytes and no serializer has to trust a caller.
+public protocol FixedSizeBytes: Hashable, Sendable, CustomStringConvertible {
+    static var size: Int { get }
+    static var fieldName: String { get }
+    var bytes: [UInt8] { get }
+    init(validated bytes: [UInt8])
+}
+
+extension FixedSizeBytes {
+    /// Builds the value from exactly `size` bytes, or throws `WireError.invalid`.
+    public init(_ bytes: [UInt8]) throws {
+        guard bytes.count == Self.size else {
+            throw WireError.invalid(field: Self.fieldName, reason: "expected \(Self.size) bytes, got \(bytes.count)")
+        }
+        self.init(validated: bytes)
+    }
+
+    init(reading reader: inout ByteReader) throws {
+        self.init(validated: try reader.readBytes(Self.size, Self.fieldName))
+    }
+
+    /// Short hexadecimal form for logs: the first 8 bytes.
+    public var description: String {
+        let digits = Array("0123456789abcdef")
+        return String(bytes.prefix(8).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] })
+    }
+}
+
+extension ByteWriter {
+    mutating func write<T: FixedSizeBytes>(_ value: T) { write(bytes: value.bytes) }
+}
+
+/// An Ed25519 public key: a client's identity on the relay, and a direct message's recipient.
+public struct IdentityKey: FixedSizeBytes {
+    public static let size = 32
+    public static let fieldName = "identity key"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// An X25519 prekey public key (signed or one-time).
+public struct PrekeyPublicKey: FixedSizeBytes {
+    public static let size = 32
+    public static let fieldName = "prekey"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// An Ed25519 signature (auth answer, signed prekey).
+public struct Ed25519Signature: FixedSizeBytes {
+    public static let size = 64
+    public static let fieldName = "signature"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// A channel's identifier: 16 random bytes chosen by the creating client. It says nothing about
+/// the channel; its name lives in the encrypted metadata.
+public struct ChannelID: FixedSizeBytes {
+    public static let size = 16
+    public static let fieldName = "channel id"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// A queued message's identifier: 16 random bytes chosen by the relay.
+public struct MessageID: FixedSizeBytes {
+    public static let size = 16
+    public static let fieldName = "message id"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// A channel invite: 16 random bytes chosen by the relay; knowing it is the right to join.
+public struct InviteToken: FixedSizeBytes {
+    public static let size = 16
+    public static let fieldName = "invite token"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// The relay's challenge nonce: 32 random bytes per connection.
+public struct ChallengeNonce: FixedSizeBytes {
+    public static let size = 32
+    public static let fieldName = "nonce"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+import ShroudRelayCore
+import ShroudWire
+import ShroudCrypto
+@testable import ShroudStore
+
+/// What only the SQLite store must show; the behaviour shared with the in-memory store is tested
+/// by ShroudRelayCoreTests against both.
+@Suite struct SQLiteRelayStoreTests {
+    private func temporaryPath() -> String {
+        NSTemporaryDirectory() + "shroud-relay-store-\(UUID().uuidString)/data/relay.db"
+    }
+    private func key(_ byte: UInt8) -> IdentityKey { try! IdentityKey([UInt8](repeating: byte, count: 32)) }
+    private func messageID(_ byte: UInt8) -> MessageID { try! MessageID([UInt8](repeating: byte, count: 16)) }
+
+    @Test func parsesSqliteURLs() {
+        #expect(SQLiteRelayStore.path(fromDatabaseURL: "sqlite://./data/shroud.db") == "./data/shroud.db")
+        #expect(SQLiteRelayStore.path(fromDatabaseURL: "sqlite:///var/lib/shroud/relay.db") == "/var/lib/shroud/relay.db")
+        #expect(SQLiteRelayStore.path(fromDatabaseURL: "sqlite://") == nil)
+        #expect(SQLiteRelayStore.path(fromDatabaseURL: "postgres://h/db") == nil)
+    }
+
+    @Test func committedMessagesSurviveReopeningAndUseWAL() throws {
+        let path = temporaryPath()
+        do {
+            let store = try SQLiteRelayStore(path: path)
+            let sequence = try store.enqueueDirect(id: messageID(1), recipient: key(2), receivedAt: 10, expiresAt: 1000,
+                                                   blob: [UInt8](repeating: 7, count: 256), maximumQueued: 10)
+            #expect(sequence == 1)
+        }
+        let reopened = try SQLiteRelayStore(path: path)
+        #expect(try reopened.journalMode() == "wal")
+        let pending = try reopened.pendingDirect(recipient: key(2), afterSequence: 0, limit: 10)
+        #expect(pending == [QueuedDirectMessage(sequence: 1, id: messageID(1), receivedAt: 10, blob: [UInt8](repeating: 7, count: 256))])
+        // Sequences are never reused, even after deletion (AUTOINCREMENT), so delivery cursors stay valid.
+        #expect(try reopened.deleteDirect(recipient: key(2), ids: [messageID(1)]) == 1)
+        #expect(try reopened.enqueueDirect(id: messageID(3), recipient: key(2), receivedAt: 11, expiresAt: 1000,
+                                           blob: [UInt8](repeating: 7, count: 256), maximumQueued: 10) == 2)
+    }
+
+    /// The database pairs no sender with a recipient: after a direct message and a channel message,
+    /// the sender's key appears nowhere in the files (the sender published nothing else).
+    @Test func theDatabaseHoldsNoSender() throws {
+        let path = temporaryPath()
+        let store = try SQLiteRelayStore(path: path)
+        let relay = Relay(store: store, relayBinding: "wss://r/ws",
+                          limits: RelayLimits(maximumConnections: 10, maximumConnectionsPerIP: 10, messageTTLMilliseconds: 60_000),
+                          random: SystemRandomNumberGenerator())
+        // The relay core is driven with a real sender connection so the test covers what the core writes.
+        let sender = try SigningIdentity()
+        let (connection, challenge) = relay.connect(address: "127.0.0.1", now: 1)
+        guard case let .send(_, bytes) = try #require(challenge.first), case let .challenge(nonce, deadline, binding) = try SessionFrame(parsing: bytes).message else {
+            Issue.record("no challenge"); return
+        }
+        let answer = try sender.answer(nonce: nonce, deadline: deadline, binding: binding)
+        _ = relay.receive(SessionFrame(requestID: 1, answer).serialize(), from: connection, now: 2)
+        let marker = [UInt8](repeating: 0x5C, count: 256)
+        let sent = relay.receive(SessionFrame(requestID: 2, .sendDirect(recipient: key(0x42), blob: marker)).serialize(), from: connection, now: 3)
+        guard case let .send(_, reply) = try #require(sent.first) else { return }
+        #expect(try SessionFrame(parsing: reply).message == .ok)
+        #expect(try store.pendingDirect(recipient: key(0x42), afterSequence: 0, limit: 10).map(\.blob) == [marker])
+
+        var files = Data()
+        for suffix in ["", "-wal"] { files += (try? Data(contentsOf: URL(fileURLWithPath: path + suffix))) ?? Data() }
+        #expect(files.range(of: Data(key(0x42).bytes)) != nil, "the recipient is stored")
+        #expect(files.range(of: Data(sender.key.bytes)) == nil, "the sender must not be stored")
+    }
+
+    /// Two relay processes sharing one database (two pools on one file), fetching bundles at the
+    /// same time: every one-time prekey is handed out exactly once.
+    @Test func concurrentBundleFetchesNeverShareAOneTimePrekey() async throws {
+        let path = temporaryPath()
+        let first = try SQLiteRelayStore(path: path)
+        let second = try SQLiteRelayStore(path: path)
+        let owner = key(9)
+        let signed = SignedPrekey(id: 1, key: try PrekeyPublicKey([UInt8](repeating: 1, count: 32)),
+                                  signature: try Ed25519Signature([UInt8](repeating: 2, count: 64)))
+        let keys = (0..<100).map { OneTimePrekey(id: UInt32($0), key: try! PrekeyPublicKey([UInt8](repeating: UInt8($0), count: 32))) }
+        #expect(try first.publishPrekeys(owner: owner, signed: signed, oneTime: keys, maximumOneTime: 500))
+        let stores = [first, second]
+        let handedOut = try await withThrowingTaskGroup(of: [UInt32].self) { group in
+            for worker in 0..<4 {
+                let store = UncheckedBox(value: stores[worker % 2])
+                group.addTask {
+                    var ids: [UInt32] = []
+                    for _ in 0..<30 {
+                        if let id = try store.value.takeBundle(owner: owner)?.oneTimePrekey?.id { ids.append(id) }
+                    }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(handedOut.count == 100)
+        #expect(Set(handedOut).count == 100)
+        #expect(try first.oneTimePrekeyCount(owner: owner) == 0)
+    }
+}
+
+/// Lets a test hand a store to concurrent tasks; the store's own transactions serialise access.
+struct UncheckedBox<T>: @unchecked Sendable { let value: T }
+
+/// A client identity from ShroudCrypto, answering the relay's challenge as a real client would.
+struct SigningIdentity {
+    let pair: IdentityKeyPair
+    let key: IdentityKey
+
+    init() throws {
+        pair = try IdentityKeyPair(signingSeed: SecureBytes(copying: [UInt8](repeating: 0x31, count: 32)),
+                                   agreementSecret: SecureBytes(copying: [UInt8](repeating: 0x32, count: 32)))
+        key = try IdentityKey(pair.publicIdentity.signingKey)
+    }
+
+    func answer(nonce: ChallengeNonce, deadline: UInt64, binding: String) throws -> RelayMessage {
+        let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)
+        return .authenticate(identity: key, signature: try Ed25519Signature(pair.sign(transcript)))
+    }
+}
+
+@Suite struct RelayBindingTests {
+    @Test func createdOnceThenReadBack() throws {
+        let directory = NSTemporaryDirectory() + "shroud-relay-id-\(UUID().uuidString)"
+        var random = SystemRandomNumberGenerator()
+        let first = try RelayBinding.loadOrCreate(directory: directory, random: &random)
+        #expect(first.hasPrefix("shroud-relay:") && first.count == 45)
+        #expect(try RelayBinding.loadOrCreate(directory: directory, random: &random) == first)
+        let other = try RelayBinding.loadOrCreate(directory: directory + "-b", random: &random)
+        #expect(other != first)
+        try "garbage".write(toFile: directory + "/relay-id", atomically: true, encoding: .utf8)
+        #expect(throws: RelayStoreError.self) { try RelayBinding.loadOrCreate(directory: directory, random: &random) }
+    }
+}
