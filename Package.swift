@@ -110,7 +110,7 @@ let package = Package(
             "ShroudWire",
         ]),
         .testTarget(name: "EndToEndTests", dependencies: [
-            "ShroudTestSupport", "ShroudMedia", "CX11",
+            "ShroudTestSupport", "ShroudMedia", "CX11", "ShroudCrypto",
             // A real WebSocket session client, to drive the relay binary.
             "ShroudNet", "ShroudWire",
             .product(name: "NIOPosix", package: "swift-nio"),
