@@ -16,7 +16,7 @@ public enum RelayAction: Equatable, Sendable {
     case close(ConnectionID)
 }
 
-/// The blind relay's session layer, sans-IO (docs/parts/relay.md). The adapter feeds it connection
+/// The blind relay's session layer, sans-IO (docs/PROTOCOL.md §2). The adapter feeds it connection
 /// events and frames with the current time (milliseconds since the Unix epoch) and carries out the
 /// returned actions; `tick` must be called at or after `nextDeadline`.
 ///

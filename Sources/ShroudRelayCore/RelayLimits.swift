@@ -1,6 +1,6 @@
 import ShroudWire
 
-/// Every limit the relay core enforces (docs/parts/relay.md, "Limits"). The defaults are the named
+/// Every limit the relay core enforces (docs/PROTOCOL.md §2, "Limits"). The defaults are the named
 /// constants; the first three come from the configuration (SC_MAX_CONNECTIONS,
 /// SC_MAX_CONNECTIONS_PER_IP, SC_MESSAGE_TTL).
 public struct RelayLimits: Sendable, Equatable {

@@ -1,6 +1,6 @@
 import ShroudWire
 
-/// What the relay keeps between connections (docs/parts/relay.md, "Storage"). The relay core calls
+/// What the relay keeps between connections (docs/PROTOCOL.md §2, "Storage"). The relay core calls
 /// these synchronously and relies on each call being atomic: a call that returns has committed its
 /// change durably (so the relay may then acknowledge it), and a call that throws changed nothing.
 /// Operations that read and change together (taking a one-time prekey, redeeming an invite) are a

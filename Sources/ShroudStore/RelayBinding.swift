@@ -4,7 +4,7 @@ import ShroudRelayCore
 /// The relay's own name in authentication transcripts: `shroud-relay:` followed by 32 hex digits
 /// of a random id created on first start and kept in `relay-id` next to the database. A client
 /// pins it on first use; a signature made for one relay is then useless to any other relay, which
-/// has another id (docs/parts/protocol.md, "Authentication").
+/// has another id (docs/PROTOCOL.md §1, "Authentication").
 public enum RelayBinding {
     public static let fileName = "relay-id"
     public static let prefix = "shroud-relay:"

@@ -3,7 +3,7 @@ import GRDB
 import ShroudRelayCore
 import ShroudWire
 
-/// The relay's `RelayStore` on SQLite through GRDB (docs/parts/relay.md, "Storage"): one database
+/// The relay's `RelayStore` on SQLite through GRDB (docs/PROTOCOL.md §2, "Storage"): one database
 /// file in WAL mode, schema by append-only migrations. Every method is one transaction, committed
 /// before it returns, so the relay acknowledges only what is on disk: a `kill -9` of the relay
 /// loses nothing it acknowledged (the WAL is written at commit; `synchronous=NORMAL` only risks the

@@ -1,4 +1,4 @@
-/// The session protocol between a client and the relay (docs/parts/protocol.md). One WebSocket
+/// The session protocol between a client and the relay (docs/PROTOCOL.md §1). One WebSocket
 /// binary frame carries exactly one `SessionFrame`:
 ///
 /// ```

@@ -1,4 +1,4 @@
-/// Fixed-size byte strings of the session protocol (docs/parts/protocol.md, "Field types").
+/// Fixed-size byte strings of the session protocol (docs/PROTOCOL.md §1, "Field types").
 /// Each type checks its length when built from bytes, so a value that exists always serializes
 /// to exactly `size` bytes and no serializer has to trust a caller.
 public protocol FixedSizeBytes: Hashable, Sendable, CustomStringConvertible {
