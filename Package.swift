@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: ["ShroudRelayCore"]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore"]),
         .testTarget(name: "ShroudStoreTests", dependencies: [
             "ShroudStore", "ShroudCrypto", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
