@@ -73,6 +73,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        .executableTarget(name: "shroud-impair"),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport",
         ]),
