@@ -172,4 +172,72 @@ struct VoiceReceiverTests {
         #expect(try decoder.render(.conceal(frame: nil)).count == 960)
         #expect(throws: MediaError.self) { try decoder.render(.decode(frame: 3, payload: [])) }
     }
+
+    @Test func stoppedStreamGoesIdleAndResumes() {
+        var receiver = VoiceReceiver()
+        let idleAfter = VoiceReceiver.Configuration().idleAfterUnderrunTicks
+        var arrivals = Self.schedule(20)
+        // The sender pauses 2 s, then continues from frame 120 (frames 20…119 never sent).
+        arrivals += (120 ..< UInt32(140)).map { (Self.frame * Int($0) + .milliseconds(10), $0) }
+        var outputs = Self.run(&receiver, arrivals.filter { $0.0 < .seconds(2) }, until: .milliseconds(1_500))
+        #expect(receiver.nextDeadline == nil, "idle after the stream stopped")
+        let stretches = Self.plays(outputs).filter { $0 == .conceal(frame: nil) }.count
+        #expect(stretches == idleAfter)
+        outputs = Self.runFrom(&receiver, arrivals.filter { $0.0 >= .seconds(2) } + [(.milliseconds(2_450), 5)],
+                               from: .milliseconds(1_501), until: .seconds(4))
+        let decoded = Self.plays(outputs).compactMap { if case let .decode(f, _) = $0 { return f } else { return nil } }
+        #expect(decoded == Array(120 ..< 140))
+        #expect(receiver.statistics.lost == 100) // frames 20…119, jumped over on resuming
+        #expect(receiver.statistics.late == 1) // frame 5, long after
+        #expect(receiver.statistics.concealed == 0)
+    }
+
+    @Test func trackedMissingLimit() {
+        // Room ahead for the whole gap, so that only the missing-set limit applies.
+        var configuration = VoiceReceiver.Configuration()
+        configuration.maxBufferedFrames = 200
+        configuration.minimumDelay = .seconds(1)
+        var receiver = VoiceReceiver(configuration: configuration)
+        let limit = UInt32(configuration.maxTrackedMissing)
+        // A gap of exactly the limit: every missing packet is NACKed (once the reorder holdoff,
+        // here the jitter the jump itself caused, has passed).
+        receiver.handle(sequence: 0, frameNumber: 0, payload: [0], now: .zero)
+        receiver.handle(sequence: limit + 1, frameNumber: 0 + limit + 1, payload: [1], now: .milliseconds(1))
+        var nacked = receiver.poll(now: .milliseconds(200)).flatMap { if case let .nack(list) = $0 { return list } else { return [] } }
+        #expect(nacked == Array(1 ... limit))
+        // One more than the limit: the oldest is given up.
+        var wider = VoiceReceiver(configuration: configuration)
+        wider.handle(sequence: 0, frameNumber: 0, payload: [0], now: .zero)
+        wider.handle(sequence: limit + 2, frameNumber: limit + 2, payload: [1], now: .milliseconds(1))
+        nacked = wider.poll(now: .milliseconds(200)).flatMap { if case let .nack(list) = $0 { return list } else { return [] } }
+        #expect(nacked == Array(2 ... limit + 1))
+    }
+
+    /// Seeded fuzz: arbitrary sequence and frame numbers, times and polls never trap, and memory
+    /// stays within the configured bounds.
+    @Test func arbitraryInputNeverTraps() {
+        var random = SeededGenerator(seed: 99)
+        let configuration = VoiceReceiver.Configuration()
+        for _ in 0 ..< 50 {
+            var receiver = VoiceReceiver()
+            var now = Duration.zero
+            var base = UInt32.random(in: 0 ... UInt32.max, using: &random)
+            for _ in 0 ..< 400 {
+                now += .milliseconds(Int.random(in: 0 ... 40, using: &random))
+                switch Int.random(in: 0 ..< 10, using: &random) {
+                case 0: base = UInt32.random(in: 0 ... UInt32.max, using: &random)
+                case 1 ... 7:
+                    let offset = UInt32.random(in: 0 ... 200, using: &random)
+                    let (sequence, _) = base.addingReportingOverflow(offset)
+                    let frame = Bool.random(using: &random) ? sequence : UInt32.random(in: 0 ... UInt32.max, using: &random)
+                    receiver.handle(sequence: sequence, frameNumber: frame, payload: [1], now: now)
+                default: break
+                }
+                _ = receiver.poll(now: now)
+                #expect(receiver.statistics.bufferDepth <= configuration.maxBufferedFrames)
+                #expect(receiver.statistics.targetDelay <= configuration.maximumDelay)
+            }
+        }
+    }
 }
+
