@@ -133,6 +133,60 @@ public struct MediaPacket: Hashable, Sendable {
     }
 }
 
+/// The routing fields of a media packet, read in place without copying the payload: what the
+/// relay needs per datagram on its hot path (stream, sequence, frame boundaries, keyframe, layer).
+/// It accepts exactly the datagrams `MediaPacket(parsing:)` accepts.
+public struct MediaRoutingHeader: Hashable, Sendable {
+    public var streamID: UInt32
+    public var sequence: UInt32
+    public var frameNumber: UInt32
+    public var fragmentIndex: Int
+    public var fragmentCount: Int
+    public var isKeyframe: Bool
+    public var layer: MediaLayer
+    public var payloadLength: Int
+
+    public var isFirstFragment: Bool { fragmentIndex == 0 }
+    public var isLastFragment: Bool { fragmentIndex == fragmentCount - 1 }
+
+    public init(parsing datagram: UnsafeRawBufferPointer) throws {
+        guard datagram.count <= MediaPlane.maxDatagramBytes else {
+            throw WireError.tooLarge(field: "media datagram", size: datagram.count, limit: MediaPlane.maxDatagramBytes)
+        }
+        guard datagram.count >= 1 else { throw WireError.truncated(field: "media header", offset: 0, needed: 1) }
+        let first = datagram[0]
+        guard first >> 6 == MediaPlane.version else {
+            throw WireError.invalid(field: "media version", reason: "\(first >> 6), expected \(MediaPlane.version)")
+        }
+        guard (first >> 4) & 0b11 == MediaDatagramKind.media.rawValue else {
+            throw WireError.invalid(field: "media kind", reason: "\((first >> 4) & 0b11), expected 0")
+        }
+        guard datagram.count >= MediaPacket.headerBytes else {
+            throw WireError.truncated(field: "media header", offset: datagram.count, needed: MediaPacket.headerBytes - datagram.count)
+        }
+        func word(_ at: Int) -> UInt32 {
+            UInt32(datagram[at]) << 24 | UInt32(datagram[at + 1]) << 16 | UInt32(datagram[at + 2]) << 8 | UInt32(datagram[at + 3])
+        }
+        let index = Int(datagram[1]), count = Int(datagram[2])
+        guard count >= 1 else { throw WireError.invalid(field: "fragment count", reason: "0 is outside 1...\(MediaPacket.maxFragmentsPerFrame)") }
+        guard index < count else { throw WireError.invalid(field: "fragment index", reason: "\(index) is not below the count \(count)") }
+        guard datagram[3] == 0 else { throw WireError.invalid(field: "reserved", reason: "must be zero") }
+        guard datagram.count > MediaPacket.headerBytes else { throw WireError.invalid(field: "media payload", reason: "empty") }
+        streamID = word(4)
+        sequence = word(8)
+        frameNumber = word(12)
+        fragmentIndex = index
+        fragmentCount = count
+        isKeyframe = first & 0b1000 != 0
+        layer = first & 0b0111
+        payloadLength = datagram.count - MediaPacket.headerBytes
+    }
+
+    public init(parsing bytes: [UInt8]) throws {
+        self = try bytes.withUnsafeBytes { try MediaRoutingHeader(parsing: $0) }
+    }
+}
+
 /// A receiver asks for packets it has not received (what the relay's retransmission cache answers).
 ///
 ///      0                   1                   2                   3

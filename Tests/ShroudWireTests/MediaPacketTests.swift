@@ -24,6 +24,13 @@ struct MediaPacketTests {
         #expect(try MediaPacket(parsing: bytes) == packet)
         #expect(try MediaDatagram(parsing: bytes) == .media(packet))
         #expect(!packet.isFirstFragment && !packet.isLastFragment)
+        let header = try MediaRoutingHeader(parsing: bytes)
+        #expect(header.streamID == 0x0102_0304 && header.sequence == 0x0A0B_0C0D && header.frameNumber == 0x1122_3344)
+        #expect(header.fragmentIndex == 2 && header.fragmentCount == 5 && header.isKeyframe && header.layer == 3 && header.payloadLength == 2)
+        for length in 0 ..< bytes.count - 2 {
+            #expect(throws: WireError.self) { try MediaRoutingHeader(parsing: Array(bytes[0 ..< length])) }
+        }
+        #expect(throws: WireError.self) { try MediaRoutingHeader(parsing: bytes + [UInt8](repeating: 0, count: MediaPlane.maxDatagramBytes)) }
     }
 
     @Test func feedbackPacketsHaveTheDocumentedLayout() throws {
@@ -152,6 +159,15 @@ struct MediaPacketTests {
                     bytes[Int.random(in: 0 ..< bytes.count, using: &random)] ^= UInt8.random(in: 1 ... 255, using: &random)
                 }
                 if Bool.random(using: &random) { bytes = Array(bytes.prefix(Int.random(in: 0 ... bytes.count, using: &random))) }
+            }
+            // The in-place routing header accepts exactly what the full media parser accepts.
+            let full = try? MediaPacket(parsing: bytes)
+            let header = try? MediaRoutingHeader(parsing: bytes)
+            #expect((full == nil) == (header == nil), "\(bytes)")
+            if let full, let header {
+                #expect(header.streamID == full.streamID && header.sequence == full.sequence && header.frameNumber == full.frameNumber
+                        && header.fragmentIndex == full.fragmentIndex && header.fragmentCount == full.fragmentCount
+                        && header.isKeyframe == full.isKeyframe && header.layer == full.layer && header.payloadLength == full.payload.count)
             }
             guard let datagram = try? MediaDatagram(parsing: bytes) else { continue }
             parsed += 1
