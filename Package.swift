@@ -75,7 +75,7 @@ let package = Package(
 
         .executableTarget(name: "shroud-impair"),
         .executableTarget(name: "shroud-bench", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore",
         ]),
 
         // MARK: Tests

@@ -8,6 +8,7 @@ let groups: [(name: String, summary: String, run: ([String]) throws -> Void)] = 
     ("sframe", "SFrame seal/open of 1200-byte frames vs openssl speed -evp aes-256-gcm", benchSFrame),
     ("keystore", "Argon2id unlock time with the keystore parameters", benchKeystore),
     ("ratchet", "Double Ratchet encrypt+decrypt of 1 KiB messages per second", benchRatchet),
+    ("mediaplane", "routing header, retransmission cache, packetize/assemble, voice receiver per packet", benchMediaPlane),
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
