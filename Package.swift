@@ -78,6 +78,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        .executableTarget(name: "shroud-impair"),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),
@@ -95,7 +96,7 @@ let package = Package(
             "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore"]),
         .testTarget(name: "ShroudStoreTests", dependencies: [
             "ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire", .product(name: "GRDB", package: "GRDB.swift"),
         ]),

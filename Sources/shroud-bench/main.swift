@@ -9,6 +9,7 @@ let groups: [(name: String, summary: String, run: ([String]) throws -> Void)] = 
     ("keystore", "Argon2id unlock time with the keystore parameters", benchKeystore),
     ("ratchet", "Double Ratchet encrypt+decrypt of 1 KiB messages per second", benchRatchet),
     ("relay", "Relay core sealed direct messages sent+delivered+acknowledged per second, in-memory and SQLite", benchRelay),
+    ("mediaplane", "routing header, retransmission cache, packetize/assemble, voice receiver per packet", benchMediaPlane),
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
