@@ -1,6 +1,6 @@
 /// The receive side of one voice stream as a pure state machine (no sockets, no clock, no codec):
 /// it reorders packets, detects losses and schedules NACKs, runs an adaptive jitter buffer and
-/// decides, every 20 ms, what the decoder plays. docs/parts/mediaplane.md describes the algorithm.
+/// decides, every 20 ms, what the decoder plays. docs/PROTOCOL.md §4 describes the algorithm.
 ///
 /// Contract (sans-IO): call `handle(sequence:frameNumber:payload:now:)` for every media packet
 /// that arrives (payloads are opaque: SFrame ciphertext or Opus bytes), and `poll(now:)` whenever

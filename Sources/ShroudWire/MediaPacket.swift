@@ -1,4 +1,4 @@
-/// The media-plane datagrams (DESIGN.md §3, docs/parts/mediaplane.md): one UDP datagram (or one
+/// The media-plane datagrams (DESIGN.md §3, docs/PROTOCOL.md §4): one UDP datagram (or one
 /// WebSocket binary message when UDP is blocked) carries exactly one of these.
 ///
 /// Every datagram starts with the same first byte:
