@@ -87,11 +87,11 @@ let package = Package(
         // Real servers and reference tools for the tests: a private Xvfb and PulseAudio, ffmpeg as
         // an independent decoder, the committed fixtures. Never linked into a product.
         .target(name: "ShroudTestSupport", dependencies: ["ShroudMedia", "CX11"]),
-        .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire"]),
+        .testTarget(name: "ShroudWireTests", dependencies: ["ShroudWire", "ShroudTestSupport"]),
         .testTarget(name: "ShroudCryptoTests", dependencies: ["ShroudCrypto", "ShroudWire"],
                     resources: [.copy("Resources")]),
         .testTarget(name: "ShroudRelayCoreTests", dependencies: [
-            "ShroudRelayCore", "ShroudWire",
+            "ShroudRelayCore", "ShroudWire", "ShroudTestSupport",
             // The relay tests run against every store implementation, SQLite included.
             "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),

@@ -4,19 +4,6 @@ import ShroudWire
 import Testing
 @testable import ShroudMedia
 
-/// SplitMix64: a seeded generator so every simulated network run repeats exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A one-way in-memory datagram link on virtual time: each datagram is lost with probability
 /// `loss`, otherwise delivered after `delay` plus a uniform 0...`jitter` extra, sometimes held back a
 /// further `reorderDelay` (reordering beyond what jitter alone causes) and sometimes duplicated.
@@ -31,14 +18,14 @@ struct LossyLink {
     }
 
     var impairment: Impairment
-    var random: SeededGenerator
+    var random: SplitMix64
     private var inFlight: [(at: Duration, order: Int, bytes: [UInt8])] = []
     private var order = 0
     private(set) var sent = 0, dropped = 0
 
     init(_ impairment: Impairment, seed: UInt64) {
         self.impairment = impairment
-        random = SeededGenerator(seed: seed)
+        random = SplitMix64(seed: seed)
     }
 
     mutating func send(_ bytes: [UInt8], now: Duration) {

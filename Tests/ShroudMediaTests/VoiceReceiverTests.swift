@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Testing
 @testable import ShroudMedia
 
@@ -216,7 +217,7 @@ struct VoiceReceiverTests {
     /// Seeded fuzz: arbitrary sequence and frame numbers, times and polls never trap, and memory
     /// stays within the configured bounds.
     @Test func arbitraryInputNeverTraps() {
-        var random = SeededGenerator(seed: 99)
+        var random = SplitMix64(seed: 99)
         let configuration = VoiceReceiver.Configuration()
         for _ in 0 ..< 50 {
             var receiver = VoiceReceiver()

@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Testing
 import ShroudWire
 @testable import ShroudRelayCore

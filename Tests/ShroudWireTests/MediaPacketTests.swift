@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import Testing
 @testable import ShroudWire
 
