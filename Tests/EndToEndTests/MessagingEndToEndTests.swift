@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+/// The client's networked commands against the real relay binary on loopback (issue 4, client part).
+@Suite(.serialized) struct MessagingEndToEndTests {
+    let shroud = Binaries.path("shroud")
+    let passphrase = ["SHROUD_PASSPHRASE": "a passphrase for tests"]
+
+    private func newIdentity(_ home: String) throws -> String {
+        let created = try run(shroud, ["--home", home, "id", "new", "--json"], environment: passphrase)
+        #expect(created.status == 0, "\(created.stderr)")
+        return try #require(created.jsonLines.first?["id"] as? String)
+    }
+
+    private func startRelay(in directory: String, port: Int = 0) throws -> (BackgroundProcess, Int) {
+        let relay = try BackgroundProcess(Binaries.path("shroud-relay"), ["--host", "127.0.0.1", "--port", String(port)], directory: directory)
+        let line = try relay.waitForLine(containing: "listening")
+        guard let port = line.split(separator: " ").first(where: { $0.hasPrefix("port=") }).flatMap({ Int($0.dropFirst(5)) }) else {
+            throw TimedOut(command: "no port in \(line)")
+        }
+        return (relay, port)
+    }
+
+    @Test(.timeLimit(.minutes(3))) func connectPublishesPrekeysOnceAndPinsTheRelay() throws {
+        let dir = TemporaryDirectory()
+        let relayDir = dir.path + "/relay", otherRelayDir = dir.path + "/other-relay"
+        try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: otherRelayDir, withIntermediateDirectories: true)
+        let alice = dir.path + "/alice"
+        _ = try newIdentity(alice)
+
+        var (relay, port) = try startRelay(in: relayDir)
+        let first = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:\(port)", "connect", "--json"], environment: passphrase)
+        #expect(first.status == 0, "\(first.stderr)")
+        let published = try #require(first.jsonLines.first)
+        #expect(published["one_time_published"] as? Int == 100)
+        #expect(published["signed_published"] as? Bool == true)
+        #expect(published["one_time_prekeys"] as? Int == 100)
+        let binding = try #require(published["relay"] as? String)
+        #expect(binding.hasPrefix("shroud-relay:"))
+
+        // The profile remembers the server; the relay holds enough, so nothing more is published.
+        let second = try run(shroud, ["--home", alice, "connect", "--json"], environment: passphrase)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(second.jsonLines.first?["one_time_published"] as? Int == 0)
+        #expect(second.jsonLines.first?["signed_published"] as? Bool == false)
+        #expect(second.jsonLines.first?["one_time_prekeys"] as? Int == 100)
+        #expect(relay.stop(SIGTERM) == 0)
+
+        // Another relay (another data directory, so another binding) on the same URL: refused
+        // before anything is signed for it.
+        (relay, _) = try startRelay(in: otherRelayDir, port: port)
+        let refused = try run(shroud, ["--home", alice, "connect"], environment: passphrase)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("pinned"), "\(refused.stderr)")
+        #expect(relay.stop(SIGTERM) == 0)
+
+        // The original relay again (same relay id on disk): accepted.
+        (relay, _) = try startRelay(in: relayDir, port: port)
+        #expect(try run(shroud, ["--home", alice, "connect"], environment: passphrase).status == 0)
+        #expect(relay.stop(SIGTERM) == 0)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func badServerAddressesAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let alice = dir.path + "/alice"
+        _ = try newIdentity(alice)
+        for bad in ["http://127.0.0.1:1", "ws://127.0.0.1:0", "ws://127.0.0.1:70000", "ws://", "wss://127.0.0.1:1"] {
+            let result = try run(shroud, ["--home", alice, "--server", bad, "connect"], environment: passphrase)
+            #expect(result.status == 1, "\(bad)")
+            #expect(!result.stderr.isEmpty && result.stderr.split(separator: "\n").count == 1, "\(bad): \(result.stderr)")
+        }
+        let noRelay = try run(shroud, ["--home", alice, "connect"], environment: passphrase.merging(["SHROUD_SERVER": ""]) { $1 })
+        #expect(noRelay.status == 1)
+        #expect(noRelay.stderr.contains("--server"), "\(noRelay.stderr)")
+    }
+}
