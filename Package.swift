@@ -76,6 +76,7 @@ let package = Package(
         .executableTarget(name: "shroud", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudStore", "ShroudNet",
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -74,4 +74,86 @@ import Testing
         #expect(noRelay.status == 1)
         #expect(noRelay.stderr.contains("--server"), "\(noRelay.stderr)")
     }
+
+    /// Runs `shroud` with the profile `home` against the relay on `port`.
+    private func shroudAt(_ home: String, _ port: Int, _ arguments: [String]) throws -> RunResult {
+        try run(shroud, ["--home", home, "--server", "ws://127.0.0.1:\(port)"] + arguments, environment: passphrase, timeout: 60)
+    }
+
+    @Test(.timeLimit(.minutes(4))) func offlineMessagesSurviveARelaySIGKILLAndAreShownExactlyOnce() throws {
+        let dir = TemporaryDirectory()
+        let relayDir = dir.path + "/relay"
+        try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
+        let alice = dir.path + "/alice", bob = dir.path + "/bob"
+        let aliceID = try newIdentity(alice), bobID = try newIdentity(bob)
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobID]).status == 0)
+        #expect(try run(shroud, ["--home", bob, "contact", "add", "alice", aliceID]).status == 0)
+
+        var (relay, port) = try startRelay(in: relayDir)
+        // Bob publishes his identity card and prekeys once, then goes offline.
+        let connected = try shroudAt(bob, port, ["connect", "--json"])
+        #expect(connected.status == 0, "\(connected.stderr)")
+        #expect(connected.jsonLines.first?["identity_card_published"] as? Bool == true)
+
+        let texts = ["first: hello bob", "second: ünïcödé ✓", "third: the last one"]
+        for text in texts {
+            let sent = try shroudAt(alice, port, ["msg", "send", "bob", text, "--json"])
+            #expect(sent.status == 0, "\(sent.stderr)")
+            #expect(sent.jsonLines.first?["sent"] as? Bool == true)
+        }
+        _ = relay.stop(SIGKILL)
+        (relay, _) = try startRelay(in: relayDir, port: port)
+
+        let read = try shroudAt(bob, port, ["msg", "read", "--json"])
+        #expect(read.status == 0, "\(read.stderr)")
+        #expect(read.jsonLines.map { $0["text"] as? String } == texts, "\(read.stdout) \(read.stderr)")
+        #expect(read.jsonLines.allSatisfy { $0["from"] as? String == "alice" && $0["from_id"] as? String == aliceID })
+
+        let again = try shroudAt(bob, port, ["msg", "read", "--json"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.isEmpty, "a second read shows nothing: \(again.stdout)")
+
+        // A reply goes the other way over the now established session, shown for people.
+        #expect(try shroudAt(bob, port, ["msg", "send", "alice", "got them"]).status == 0)
+        let reply = try shroudAt(alice, port, ["msg", "read"])
+        #expect(reply.status == 0, "\(reply.stderr)")
+        #expect(reply.stdout.contains("alice") == false && reply.stdout.contains("bob: got them"), "\(reply.stdout)")
+        #expect(relay.stop(SIGTERM) == 0)
+
+        // The relay's files hold no message text and never Alice's identity next to a message.
+        var files = Data()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: relayDir + "/data")) ?? [] {
+            files += (try? Data(contentsOf: URL(fileURLWithPath: relayDir + "/data/" + name))) ?? Data()
+        }
+        #expect(!files.isEmpty)
+        for text in texts + ["got them"] { #expect(files.range(of: Data(text.utf8)) == nil) }
+    }
+
+    @Test(.timeLimit(.minutes(4))) func changedAndUnknownContactsAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let relayDir = dir.path + "/relay"
+        try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
+        let alice = dir.path + "/alice", bob = dir.path + "/bob", bobNew = dir.path + "/bob-new"
+        _ = try newIdentity(alice)
+        let bobID = try newIdentity(bob), bobNewID = try newIdentity(bobNew)
+        let (relay, port) = try startRelay(in: relayDir)
+        #expect(try shroudAt(bobNew, port, ["connect"]).status == 0)
+
+        let unknown = try shroudAt(alice, port, ["msg", "send", "carol", "hi"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("carol"), "\(unknown.stderr)")
+
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobID]).status == 0)
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobNewID, "--replace"]).status == 0)
+        let changed = try shroudAt(alice, port, ["msg", "send", "bob", "hi"])
+        #expect(changed.status == 1)
+        #expect(changed.stderr.contains("verify"), "\(changed.stderr)")
+
+        #expect(try run(shroud, ["--home", alice, "contact", "verify", "bob", "--yes"]).status == 0)
+        let verified = try shroudAt(alice, port, ["msg", "send", "bob", "hi after verifying"])
+        #expect(verified.status == 0, "\(verified.stderr)")
+        let read = try shroudAt(bobNew, port, ["msg", "read", "--json"])
+        #expect(read.jsonLines.map { $0["text"] as? String } == ["hi after verifying"], "\(read.stdout) \(read.stderr)")
+        #expect(relay.stop(SIGTERM) == 0)
+    }
 }
