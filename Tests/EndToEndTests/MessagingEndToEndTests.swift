@@ -1,4 +1,5 @@
 import Foundation
+import ShroudTestSupport
 import Testing
 
 /// The client's networked commands against the real relay binary on loopback (issue 4, client part).
@@ -154,6 +155,64 @@ import Testing
         #expect(verified.status == 0, "\(verified.stderr)")
         let read = try shroudAt(bobNew, port, ["msg", "read", "--json"])
         #expect(read.jsonLines.map { $0["text"] as? String } == ["hi after verifying"], "\(read.stdout) \(read.stderr)")
+        #expect(relay.stop(SIGTERM) == 0)
+    }
+
+    @Test(.timeLimit(.minutes(4))) func listenPrintsMessagesAsTheyArriveUntilSIGTERM() throws {
+        let dir = TemporaryDirectory()
+        let relayDir = dir.path + "/relay"
+        try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
+        let alice = dir.path + "/alice", bob = dir.path + "/bob"
+        let aliceID = try newIdentity(alice), bobID = try newIdentity(bob)
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobID]).status == 0)
+        #expect(try run(shroud, ["--home", bob, "contact", "add", "alice", aliceID]).status == 0)
+        let (relay, port) = try startRelay(in: relayDir)
+
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: shroud)
+        listener.arguments = ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "listen", "--json"]
+        listener.environment = ProcessInfo.processInfo.environment.merging(passphrase) { $1 }
+        let output = Pipe()
+        listener.standardOutput = output
+        listener.standardError = FileHandle.nullDevice
+        let lines = LineBuffer()
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { lines.append(data) }
+        }
+        try runWithSignalsUnblocked(listener)
+        defer { if listener.isRunning { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() } }
+
+        // Bob's listener publishes his card and prekeys; Alice retries until it has.
+        var sent = try shroudAt(alice, port, ["msg", "send", "bob", "live one"])
+        let deadline = Date().addingTimeInterval(30)
+        while sent.status != 0 && Date() < deadline {
+            usleep(200_000)
+            sent = try shroudAt(alice, port, ["msg", "send", "bob", "live one"])
+        }
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(try shroudAt(alice, port, ["msg", "send", "bob", "live two"]).status == 0)
+
+        let wanted = ["live one", "live two"]
+        while Date() < deadline {
+            let texts = lines.lines().compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                .compactMap { $0["text"] as? String }
+            if texts == wanted { break }
+            usleep(50_000)
+        }
+        let printed = lines.lines().compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(printed.compactMap { $0["text"] as? String } == wanted)
+        #expect(printed.allSatisfy { $0["from"] as? String == "alice" })
+
+        kill(listener.processIdentifier, SIGTERM)
+        let stopBy = Date().addingTimeInterval(10)
+        while listener.isRunning && Date() < stopBy { usleep(20_000) }
+        #expect(!listener.isRunning)
+        #expect(listener.terminationStatus == 0)
+
+        // What listen printed was acknowledged: nothing is left to read.
+        let later = try shroudAt(bob, port, ["msg", "read", "--json"])
+        #expect(later.status == 0 && later.stdout.isEmpty, "\(later.stdout) \(later.stderr)")
         #expect(relay.stop(SIGTERM) == 0)
     }
 }
