@@ -144,7 +144,8 @@ final class MessagingClient {
         }
         let plaintext = DirectText(sentAt: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), text: text).serialize()
         let message = try SessionCipher.encrypt(plaintext, to: remoteSigningKey, identities: identities, sessions: sessions)
-        let envelope = try SealedEnvelope.seal(sender: profile.identity.publicIdentity.signingKey, message: message, recipient: remote)
+        let envelope = try SealedEnvelope.seal(sender: profile.identity.publicIdentity.signingKey, message: message, recipient: remote,
+                                              random: &random)
         let blob = try BucketPadding.pad(envelope)
         guard case .ok = try session.request(.sendDirect(recipient: try IdentityKey(remoteSigningKey), blob: blob)) else {
             throw Failure("the relay answered sendDirect with something else")
