@@ -66,10 +66,17 @@ import Testing
         let dir = TemporaryDirectory()
         let alice = dir.path + "/alice"
         _ = try newIdentity(alice)
-        for bad in ["http://127.0.0.1:1", "ws://127.0.0.1:0", "ws://127.0.0.1:70000", "ws://", "wss://127.0.0.1:1"] {
+        for bad in ["http://127.0.0.1:1", "ws://127.0.0.1:0", "ws://127.0.0.1:65536", "ws://", "wss://127.0.0.1:1"] {
             let result = try run(shroud, ["--home", alice, "--server", bad, "connect"], environment: passphrase)
             #expect(result.status == 1, "\(bad)")
             #expect(!result.stderr.isEmpty && result.stderr.split(separator: "\n").count == 1, "\(bad): \(result.stderr)")
+        }
+        // The highest port is accepted as an address (nothing listens there: a connection failure).
+        let highest = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:65535", "connect"], environment: passphrase)
+        #expect(highest.status == 1 && highest.stderr.contains("cannot reach"), "\(highest.stderr)")
+        for wait in ["-1", "86401"] {
+            let result = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:1", "msg", "read", "--wait", wait])
+            #expect(result.status == 2, "--wait \(wait): \(result.stderr)")
         }
         let noRelay = try run(shroud, ["--home", alice, "connect"], environment: passphrase.merging(["SHROUD_SERVER": ""]) { $1 })
         #expect(noRelay.status == 1)
