@@ -218,21 +218,17 @@ final class MessagingClient {
         }
     }
 
-    /// One delivery: skip if already processed; else open, decrypt, show, mark processed, and only
-    /// then acknowledge. A message that cannot be opened is reported on stderr and acknowledged, since
-    /// it never will open.
+    /// One delivery: skip if already shown; else take it from the inbox (decrypted by an earlier
+    /// run that stopped before showing it) or open and decrypt it and put it in the inbox; show it;
+    /// mark it shown; and only then acknowledge it. A message that cannot be opened is reported on
+    /// stderr and acknowledged, since it never will open.
     private func handle(_ frame: SessionFrame, random: inout some RandomSource, show: (ReceivedMessage) -> Void) throws {
         guard case let .directDelivery(id, receivedAt, blob) = frame.message else { return }
         let processedKey = RelaySettings.processedMessageKey(id)
         if try profile.store.setting(processedKey) == nil {
             do {
-                let envelope = try BucketPadding.unpad(blob)
-                let (senderKey, message) = try SealedEnvelope.open(envelope, recipient: profile.identity)
-                let (sender, plaintext) = try SessionCipher.decrypt(message, from: senderKey, identities: identities, preKeys: prekeys,
-                                                                    signedPreKeys: prekeys, sessions: sessions, now: nowSeconds(),
-                                                                    random: &random)
-                let direct = try DirectText(parsing: plaintext)
-                let senderID = try IdentityID(signingKey: sender.signingKey)
+                let (senderKey, direct) = try inboxEntry(id) ?? decryptIntoInbox(id, blob: blob, random: &random)
+                let senderID = try IdentityID(signingKey: senderKey)
                 let name = try book.contact(for: senderID)?.name ?? senderID.text
                 show(ReceivedMessage(id: id, from: name, fromID: senderID.text, sentAt: direct.sentAt, receivedAt: receivedAt,
                                      text: direct.text))
@@ -242,5 +238,31 @@ final class MessagingClient {
             try profile.store.setSetting(processedKey, String(receivedAt))
         }
         _ = try session.request(.acknowledgeDirect([id]))
+    }
+
+    /// The inbox keeps every decrypted message, sealed by the profile's row cipher, under
+    /// `dm-inbox:<id hex>` in the `sealed_secret` table: sender Ed25519 key (32) ‖ DirectText.
+    private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + hex(id.bytes) }
+    private static let inboxTable = "sealed_secret"
+
+    private func inboxEntry(_ id: MessageID) throws -> (sender: [UInt8], text: DirectText)? {
+        let name = Self.inboxName(id)
+        guard let sealed = try profile.store.sealedSecret(named: name) else { return nil }
+        let bytes = try RowCipher(secrets: profile.secrets).open(sealed, table: Self.inboxTable, row: [Array(name.utf8)], rowName: name)
+        guard bytes.count >= 32 else { throw ProfileError.corrupt("inbox entry \(name) is too short") }
+        return (Array(bytes[0..<32]), try DirectText(parsing: Array(bytes[32...])))
+    }
+
+    private func decryptIntoInbox(_ id: MessageID, blob: [UInt8], random: inout some RandomSource) throws -> (sender: [UInt8], text: DirectText) {
+        let envelope = try BucketPadding.unpad(blob)
+        let (senderKey, message) = try SealedEnvelope.open(envelope, recipient: profile.identity)
+        let (sender, plaintext) = try SessionCipher.decrypt(message, from: senderKey, identities: identities, preKeys: prekeys,
+                                                            signedPreKeys: prekeys, sessions: sessions, now: nowSeconds(),
+                                                            random: &random)
+        let direct = try DirectText(parsing: plaintext)
+        let name = Self.inboxName(id)
+        try profile.store.storeSealedSecret(try RowCipher(secrets: profile.secrets).seal(sender.signingKey + plaintext, table: Self.inboxTable,
+                                                                                         row: [Array(name.utf8)]), named: name)
+        return (sender.signingKey, direct)
     }
 }
