@@ -1,5 +1,10 @@
+import Crypto
 import Foundation
+import NIOPosix
+import ShroudCrypto
+import ShroudNet
 import ShroudTestSupport
+import ShroudWire
 import Testing
 
 /// The client's networked commands against the real relay binary on loopback (issue 4, client part).
@@ -220,6 +225,50 @@ import Testing
         // What listen printed was acknowledged: nothing is left to read.
         let later = try shroudAt(bob, port, ["msg", "read", "--json"])
         #expect(later.status == 0 && later.stdout.isEmpty, "\(later.stdout) \(later.stderr)")
+        #expect(relay.stop(SIGTERM) == 0)
+    }
+
+    /// Garbage that reaches a recipient through the relay (any bucket-sized blob is accepted) is
+    /// reported once, acknowledged, and does not stop the real messages behind it.
+    @Test(.timeLimit(.minutes(3))) func undecryptableDeliveriesAreReportedAndDropped() throws {
+        let dir = TemporaryDirectory()
+        let relayDir = dir.path + "/relay"
+        try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
+        let alice = dir.path + "/alice", bob = dir.path + "/bob"
+        _ = try newIdentity(alice)
+        let bobID = try newIdentity(bob)
+        #expect(try run(shroud, ["--home", alice, "contact", "add", "bob", bobID]).status == 0)
+        let (relay, port) = try startRelay(in: relayDir)
+        #expect(try shroudAt(bob, port, ["connect"]).status == 0)
+
+        // Mallory, a bare session client, sends Bob two blobs that are not sealed envelopes.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let mallory = Curve25519.Signing.PrivateKey()
+        let malloryKey = try IdentityKey(Array(mallory.publicKey.rawRepresentation))
+        let connection = try SessionClientConnection.connectBlocking(host: "127.0.0.1", port: port, group: group)
+        guard case let .challenge(nonce, deadline, binding) = try connection.nextBlocking().message else {
+            throw WireError.invalid(field: "challenge", reason: "missing")
+        }
+        let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: malloryKey)
+        try connection.sendBlocking(SessionFrame(requestID: 1, .authenticate(identity: malloryKey,
+                                                                             signature: try Ed25519Signature(Array(mallory.signature(for: transcript))))))
+        #expect(try connection.nextBlocking() == SessionFrame(requestID: 1, .ok))
+        let bobKey = try IdentityKey(try IdentityID(parsing: bobID).signingKey)
+        let garbage: [[UInt8]] = [[UInt8](repeating: 0xAB, count: 256), try BucketPadding.pad([1] + [UInt8](repeating: 7, count: 120))]
+        for (index, blob) in garbage.enumerated() {
+            try connection.sendBlocking(SessionFrame(requestID: UInt32(2 + index), .sendDirect(recipient: bobKey, blob: blob)))
+            #expect(try connection.nextBlocking() == SessionFrame(requestID: UInt32(2 + index), .ok))
+        }
+        try? connection.channel.close().wait()
+        #expect(try shroudAt(alice, port, ["msg", "send", "bob", "the real one"]).status == 0)
+
+        let read = try shroudAt(bob, port, ["msg", "read", "--json"])
+        #expect(read.status == 0, "\(read.stderr)")
+        #expect(read.jsonLines.map { $0["text"] as? String } == ["the real one"])
+        #expect(read.stderr.components(separatedBy: "dropped undecryptable message").count - 1 == 2, "\(read.stderr)")
+        let again = try shroudAt(bob, port, ["msg", "read", "--json"])
+        #expect(again.status == 0 && again.stdout.isEmpty && again.stderr.isEmpty, "\(again.stdout) \(again.stderr)")
         #expect(relay.stop(SIGTERM) == 0)
     }
 }
