@@ -15,9 +15,13 @@ struct MessageCommand: ParsableCommand {
             abstract: "Encrypt TEXT to CONTACT and hand it to the relay; exits 0 once the relay has stored it.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The contact's name.") var contact: String
-        @Argument(help: "The message text.") var text: String
+        @Argument(help: "The message text; '-' reads it from standard input.") var text: String
 
         func run() throws {
+            let body = text == "-" ? readStandardInput() : text
+            guard body.utf8.count <= MessagingClient.maximumTextBytes else {
+                throw Failure("the message is \(body.utf8.count) bytes; the most is \(MessagingClient.maximumTextBytes)")
+            }
             var random = SystemRandom()
             let profile = try UnlockedProfile(home: global.resolvedHome, random: &random)
             defer { profile.lock() }
@@ -25,7 +29,7 @@ struct MessageCommand: ParsableCommand {
             let recipient = try ContactBook(profile: profile.store).requireSendable(contact)
             let client = try MessagingClient(profile: profile, address: try global.relayAddress(profile.store), random: &random)
             defer { client.close() }
-            try client.send(text, to: recipient.id.signingKey, random: &random)
+            try client.send(body, to: recipient.id.signingKey, random: &random)
             global.output.emit("Sent to \(contact).", ["to": contact, "to_id": recipient.id.text, "sent": true])
         }
     }
@@ -106,6 +110,9 @@ extension Output {
 /// Direct messaging over one relay session: sending (X3DH on first contact, then the ratchet,
 /// sealed sender, bucket padding) and receiving exactly once.
 final class MessagingClient {
+    /// The longest message text, in UTF-8 bytes: the ratchet's largest plaintext less the
+    /// 8-byte sent-at field of `DirectText`.
+    static let maximumTextBytes = RatchetMessage.maxPlaintextLength - 8
     /// The longest `msg read --wait`.
     static let maximumWaitSeconds: Double = 86_400
 
