@@ -122,11 +122,22 @@ private final class FrameInbox: @unchecked Sendable {
 /// Hands the binary frames a client receives to its inbox.
 private final class FrameCollector: ChannelInboundHandler, Sendable {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
     let inbox: FrameInbox
     init(_ inbox: FrameInbox) { self.inbox = inbox }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        if frame.opcode == .binary { inbox.push(Array(frame.data.readableBytesView)) }
+        switch frame.opcode {
+        case .binary:
+            inbox.push(Array(frame.data.readableBytesView))
+        case .ping:
+            // The relay pings a client silent for 30 s and drops it if the ping goes unanswered, so a
+            // client that only listens (`shroud listen`) must answer (RFC 6455 §5.5.3: same payload).
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(),
+                                                                 data: frame.unmaskedData)), promise: nil)
+        default:
+            break
+        }
     }
     func channelInactive(context: ChannelHandlerContext) {
         inbox.finish()

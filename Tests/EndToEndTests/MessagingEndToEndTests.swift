@@ -181,7 +181,8 @@ import Testing
         #expect(relay.stop(SIGTERM) == 0)
     }
 
-    @Test(.timeLimit(.minutes(4))) func listenPrintsMessagesAsTheyArriveUntilSIGTERM() throws {
+    @Test(.timeLimit(.minutes(4)), arguments: [false, true])
+    func listenPrintsMessagesAsTheyArriveUntilSIGTERM(idleFirst: Bool) throws {
         let dir = TemporaryDirectory()
         let relayDir = dir.path + "/relay"
         try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
@@ -206,6 +207,11 @@ import Testing
         try runWithSignalsUnblocked(listener)
         defer { if listener.isRunning { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() } }
 
+        if idleFirst {
+            // Longer than the relay's ping interval twice over: an unanswered ping would have closed it.
+            sleep(65)
+            #expect(listener.isRunning, "listen survives an idle minute")
+        }
         // Bob's listener publishes his card and prekeys; Alice retries until it has.
         var sent = try shroudAt(alice, port, ["msg", "send", "bob", "live one"])
         let deadline = Date().addingTimeInterval(30)
