@@ -74,7 +74,9 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "shroud", dependencies: [
-            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudStore",
+            "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudStore", "ShroudNet",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

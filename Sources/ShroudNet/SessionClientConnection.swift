@@ -28,7 +28,7 @@ public struct SessionClientConnection: Sendable {
     private static func bootstrap(host: String, port: Int, group: EventLoopGroup) -> EventLoopFuture<SessionClientConnection> {
         let inbox = FrameInbox()
         let upgraded = group.next().makePromise(of: Void.self)
-        return ClientBootstrap(group: group).channelInitializer { channel in
+        let connected = ClientBootstrap(group: group).channelInitializer { channel in
             let requester = UpgradeRequester(host: "\(host):\(port)")
             let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: SessionTransportLimits.maximumMessageSize,
                                                       upgradePipelineHandler: { channel, _ in
@@ -41,7 +41,11 @@ public struct SessionClientConnection: Sendable {
             // must go on to the WebSocket decoder, not be dropped with the HTTP decoder.
             return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade)
                 .flatMap { channel.pipeline.addHandler(requester) }
-        }.connect(host: host, port: port).flatMap { channel in
+        }.connect(host: host, port: port)
+        // A refused or failed connection never reaches the upgrade: fail its promise too, or NIO
+        // reports it as leaked (a crash in debug builds).
+        connected.whenFailure { upgraded.fail($0) }
+        return connected.flatMap { channel in
             channel.closeFuture.whenComplete { _ in
                 inbox.finish()
                 upgraded.fail(ChannelError.ioOnClosedChannel)
@@ -118,11 +122,22 @@ private final class FrameInbox: @unchecked Sendable {
 /// Hands the binary frames a client receives to its inbox.
 private final class FrameCollector: ChannelInboundHandler, Sendable {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
     let inbox: FrameInbox
     init(_ inbox: FrameInbox) { self.inbox = inbox }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        if frame.opcode == .binary { inbox.push(Array(frame.data.readableBytesView)) }
+        switch frame.opcode {
+        case .binary:
+            inbox.push(Array(frame.data.readableBytesView))
+        case .ping:
+            // The relay pings a client silent for 30 s and drops it if the ping goes unanswered, so a
+            // client that only listens (`shroud listen`) must answer (RFC 6455 §5.5.3: same payload).
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(),
+                                                                 data: frame.unmaskedData)), promise: nil)
+        default:
+            break
+        }
     }
     func channelInactive(context: ChannelHandlerContext) {
         inbox.finish()

@@ -9,6 +9,9 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object per line on stdout, for scripts.")
     var json = false
 
+    @Option(name: .long, help: ArgumentHelp("Relay URL, ws://HOST:PORT (default: $SHROUD_SERVER, else the last one used by this profile).", valueName: "URL"))
+    var server: String?
+
     /// The profile directory, resolved as DESIGN.md §5 says.
     var resolvedHome: String {
         let environment = ProcessInfo.processInfo.environment
@@ -23,7 +26,7 @@ struct GlobalOptions: ParsableArguments {
     /// Global options written before the subcommand (`shroud --home D id show`) are moved after it,
     /// where every subcommand declares them, so both placements work.
     static func movedAfterSubcommand(_ arguments: [String]) -> [String] {
-        let withValue: Set<String> = ["--home"]
+        let withValue: Set<String> = ["--home", "--server"]
         let flags: Set<String> = ["--json"]
         var leading: [String] = []
         var index = 0
