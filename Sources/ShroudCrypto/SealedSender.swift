@@ -1,7 +1,7 @@
 import Crypto
 import ShroudWire
 
-/// The sealed-sender envelope of a direct message (docs/parts/messaging.md): what the relay's blob
+/// The sealed-sender envelope of a direct message (docs/PROTOCOL.md §5): what the relay's blob
 /// holds before bucket padding. The relay sees the recipient (in `sendDirect`) and this envelope;
 /// only the recipient can open it and learn the sender.
 ///

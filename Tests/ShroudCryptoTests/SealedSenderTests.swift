@@ -3,7 +3,7 @@ import Foundation
 import ShroudWire
 import Testing
 
-/// The sealed-sender envelope and the direct-message plaintext (docs/parts/messaging.md).
+/// The sealed-sender envelope and the direct-message plaintext (docs/PROTOCOL.md §5).
 @Suite struct SealedSenderTests {
     /// A real initial session message from Alice to Bob, sealed to Bob.
     private func sealedInitial() throws -> (alice: Party, bob: Party, message: SessionMessage, envelope: [UInt8]) {
