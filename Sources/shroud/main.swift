@@ -34,6 +34,17 @@ do {
     FileHandle.standardError.write(Data("shroud: \(error.message)\n".utf8))
     exit(2)
 } catch {
-    FileHandle.standardError.write(Data("shroud: \(oneLine(error))\n".utf8))
-    exit(1)
+    // `shroud --help`, `shroud help id` and a bare `shroud` reach here as ArgumentParser's own
+    // errors from the help command it returned: those are help (exit 0) or usage (exit 2).
+    switch Shroud.exitCode(for: error) {
+    case .success:
+        print(Shroud.fullMessage(for: error))
+        exit(0)
+    case .validationFailure:
+        FileHandle.standardError.write(Data((Shroud.fullMessage(for: error) + "\n").utf8))
+        exit(2)
+    default:
+        FileHandle.standardError.write(Data("shroud: \(oneLine(error))\n".utf8))
+        exit(1)
+    }
 }
