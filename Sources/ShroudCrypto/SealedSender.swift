@@ -9,7 +9,7 @@ import ShroudWire
 ///     key      = HKDF-SHA256(ikm = X25519(ephemeral, recipient X25519 identity key),
 ///                            salt = ephemeral ‖ recipient X25519 key, info = "shroud/v1/sealed-sender", 32)
 ///     AAD      = version ‖ ephemeral ‖ recipient Ed25519 key
-///     inner    = sender Ed25519 key (32) ‖ SessionMessage — ChaCha20-Poly1305
+///     inner    = sender Ed25519 key (32) ‖ SessionMessage — AES-256-GCM (DESIGN.md §4: AES-256-GCM everywhere symmetric)
 ///
 /// The named sender is authenticated by the session layer, not by this envelope: a ratchet message
 /// only decrypts under the session with that sender, and an initial (prekey) message names its
@@ -29,9 +29,11 @@ public enum SealedEnvelope {
         let key = try derive(SessionPrimitives.agree(secret, recipient.agreementKey), ephemeral: ephemeralPublic,
                              recipientAgreement: recipient.agreementKey)
         let nonce = random.bytes(SessionPrimitives.nonceLength)
-        let box = try ChaChaPoly.seal(sender + message.serialize(), using: key, nonce: try ChaChaPoly.Nonce(data: nonce),
-                                      authenticating: [version] + ephemeralPublic + recipient.signingKey)
-        return [version] + ephemeralPublic + Array(box.combined)
+        let box = try AES.GCM.seal(sender + message.serialize(), using: key, nonce: try AES.GCM.Nonce(data: nonce),
+                                   authenticating: [version] + ephemeralPublic + recipient.signingKey)
+        // A 12-byte nonce always has a combined form (nonce ‖ ciphertext ‖ tag).
+        guard let combined = box.combined else { throw CryptoError.invalidInput("AES-GCM combined form unavailable") }
+        return [version] + ephemeralPublic + Array(combined)
     }
 
     /// Opens an envelope addressed to `recipient`; returns the named sender's Ed25519 key and the
@@ -47,8 +49,8 @@ public enum SealedEnvelope {
                              recipientAgreement: own.agreementKey)
         let inner: [UInt8]
         do {
-            inner = Array(try ChaChaPoly.open(try ChaChaPoly.SealedBox(combined: envelope[boxOffset...]), using: key,
-                                              authenticating: [version] + ephemeralPublic + own.signingKey))
+            inner = Array(try AES.GCM.open(try AES.GCM.SealedBox(combined: envelope[boxOffset...]), using: key,
+                                           authenticating: [version] + ephemeralPublic + own.signingKey))
         } catch {
             throw CryptoError.authenticationFailed("sealed envelope does not open: not for this identity, or altered")
         }
