@@ -1,5 +1,6 @@
 import Crypto
 import CSodium
+import ShroudWire
 
 /// Why shares could not be made or combined.
 public enum ShamirError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -61,7 +62,7 @@ public struct ShamirShare: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var text: String {
-        "\(Self.textPrefix)-t\(threshold)-i\(index)-\(hex(splitID))-\(Base32.encode(value))-\(hex(checksum))"
+        "\(Self.textPrefix)-t\(threshold)-i\(index)-\(Hex.encode(splitID))-\(Base32.encode(value))-\(Hex.encode(checksum))"
     }
 
     public var description: String { text }
@@ -79,7 +80,7 @@ public struct ShamirShare: Hashable, Sendable, CustomStringConvertible {
               (1...Shamir.maximumShares).contains(i) else {
             throw ShamirError.malformedShare("bad index field \"\(parts[2])\"")
         }
-        guard let split = unhex(parts[3]), split.count == Shamir.splitIDByteCount else {
+        guard let split = Hex.decode(parts[3]), split.count == Shamir.splitIDByteCount else {
             throw ShamirError.malformedShare("bad split id \"\(parts[3])\"")
         }
         let valueLength = parts[4].count * 5 / 8
@@ -89,7 +90,7 @@ public struct ShamirShare: Hashable, Sendable, CustomStringConvertible {
               let value = try? Base32.decode(parts[4], byteCount: valueLength) else {
             throw ShamirError.malformedShare("bad value field")
         }
-        guard let check = unhex(parts[5]), check.count == 4 else { throw ShamirError.malformedShare("bad checksum field") }
+        guard let check = Hex.decode(parts[5]), check.count == 4 else { throw ShamirError.malformedShare("bad checksum field") }
         self.init(threshold: t, index: i, splitID: split, value: value)
         guard constantTimeEquals(check, checksum) else { throw ShamirError.shareChecksumMismatch(index: i) }
     }
@@ -217,33 +218,4 @@ enum GF256 {
         }
         return result
     }
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef")
-    var s = ""
-    for b in bytes { s.append(digits[Int(b >> 4)]); s.append(digits[Int(b & 15)]) }
-    return s
-}
-
-func unhex<S: StringProtocol>(_ text: S) -> [UInt8]? {
-    let chars = Array(text.utf8)
-    guard chars.count % 2 == 0 else { return nil }
-    func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
-    }
-    var out = [UInt8]()
-    out.reserveCapacity(chars.count / 2)
-    var i = 0
-    while i < chars.count {
-        guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-        out.append(hi << 4 | lo)
-        i += 2
-    }
-    return out
 }

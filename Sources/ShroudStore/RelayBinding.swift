@@ -1,5 +1,6 @@
 import Foundation
 import ShroudRelayCore
+import ShroudWire
 
 /// The relay's own name in authentication transcripts: `shroud-relay:` followed by 32 hex digits
 /// of a random id created on first start and kept in `relay-id` next to the database. A client
@@ -26,11 +27,7 @@ public enum RelayBinding {
         } catch {
             throw RelayStoreError.storage("cannot create \(directory): \(error.localizedDescription)")
         }
-        let digits = Array("0123456789abcdef")
-        let id = prefix + String((0..<16).flatMap { _ -> [Character] in
-            let byte = UInt8.random(in: 0...255, using: &random)
-            return [digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]]
-        })
+        let id = prefix + Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255, using: &random) })
         guard files.createFile(atPath: path, contents: Data((id + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
             throw RelayStoreError.storage("cannot write \(path)")
         }

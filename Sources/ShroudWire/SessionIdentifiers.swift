@@ -23,8 +23,7 @@ extension FixedSizeBytes {
 
     /// Short hexadecimal form for logs: the first 8 bytes.
     public var description: String {
-        let digits = Array("0123456789abcdef")
-        return String(bytes.prefix(8).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] })
+        Hex.encode(bytes.prefix(8))
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ShroudCrypto
 import ShroudStore
+import ShroudWire
 
 struct IdentityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,10 +23,10 @@ struct IdentityCommand: ParsableCommand {
             let phrase = RecoveryPhrase.generate(using: &random)
             let identity = try save(phrase, passphrase: passphrase, in: store, random: &random)
             let id = try IdentityID(signingKey: identity.signingKey)
-            global.output.emit(nil, ["id": id.text, "public_key": hex(identity.signingKey), "recovery_phrase": phrase.text])
+            global.output.emit(nil, ["id": id.text, "public_key": Hex.encode(identity.signingKey), "recovery_phrase": phrase.text])
             guard !global.json else { return }
             print("Identity:   \(id.text)")
-            print("Public key: \(hex(identity.signingKey))")
+            print("Public key: \(Hex.encode(identity.signingKey))")
             print("")
             print("Recovery phrase. Write it down now: it is shown only this once, and it restores this")
             print("identity on any machine with 'shroud id restore'.")
@@ -52,7 +53,7 @@ struct IdentityCommand: ParsableCommand {
             var random = SystemRandom()
             let identity = try save(phrase, passphrase: passphrase, in: store, random: &random)
             let id = try IdentityID(signingKey: identity.signingKey)
-            global.output.emit("Restored identity \(id.text)", ["id": id.text, "public_key": hex(identity.signingKey)])
+            global.output.emit("Restored identity \(id.text)", ["id": id.text, "public_key": Hex.encode(identity.signingKey)])
         }
     }
 
@@ -64,10 +65,10 @@ struct IdentityCommand: ParsableCommand {
             let store = try ProfileStore(home: global.resolvedHome, create: false)
             let identity = try loadPublicIdentity(store)
             let id = try IdentityID(signingKey: identity.signingKey)
-            global.output.emit(nil, ["id": id.text, "public_key": hex(identity.signingKey)])
+            global.output.emit(nil, ["id": id.text, "public_key": Hex.encode(identity.signingKey)])
             guard !global.json else { return }
             print("Identity:   \(id.text)")
-            print("Public key: \(hex(identity.signingKey))")
+            print("Public key: \(Hex.encode(identity.signingKey))")
         }
     }
 
@@ -146,15 +147,4 @@ func loadPublicIdentity(_ store: ProfileStore) throws -> PublicIdentity {
     } catch {
         throw ProfileError.corrupt("the stored identity does not verify: \(oneLine(error))")
     }
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0f)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }

@@ -101,7 +101,7 @@ extension Output {
     func message(_ m: ReceivedMessage) {
         let time = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(m.receivedAt) / 1000))
         emit("[\(time)] \(m.from): \(m.text)",
-             ["id": hex(m.id.bytes), "from": m.from, "from_id": m.fromID, "text": m.text,
+             ["id": Hex.encode(m.id.bytes), "from": m.from, "from_id": m.fromID, "text": m.text,
               "sent_at": Int(clamping: m.sentAt), "received_at": Int(clamping: m.receivedAt)])
         fflush(nil)
     }
@@ -240,7 +240,7 @@ final class MessagingClient {
                 show(ReceivedMessage(id: id, from: name, fromID: senderID.text, sentAt: direct.sentAt, receivedAt: receivedAt,
                                      text: direct.text))
             } catch {
-                FileHandle.standardError.write(Data("shroud: dropped undecryptable message \(hex(id.bytes)): \(oneLine(error))\n".utf8))
+                FileHandle.standardError.write(Data("shroud: dropped undecryptable message \(Hex.encode(id.bytes)): \(oneLine(error))\n".utf8))
             }
             try profile.store.setSetting(processedKey, String(receivedAt))
         }
@@ -249,7 +249,7 @@ final class MessagingClient {
 
     /// The inbox keeps every decrypted message, sealed by the profile's row cipher, under
     /// `dm-inbox:<id hex>` in the `sealed_secret` table: sender Ed25519 key (32) ‖ DirectText.
-    private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + hex(id.bytes) }
+    private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + Hex.encode(id.bytes) }
     private static let inboxTable = "sealed_secret"
 
     private func inboxEntry(_ id: MessageID) throws -> (sender: [UInt8], text: DirectText)? {

@@ -55,7 +55,7 @@ enum RelaySettings {
     /// Set once this profile's identity card channel exists on a relay (see `IdentityCard`).
     static func identityCardKey(_ address: RelayAddress) -> String { "identity-card:" + address.text }
     /// Direct message ids already shown (and stored): redeliveries of these are only acknowledged.
-    static func processedMessageKey(_ id: MessageID) -> String { "dm-processed:" + hex(id.bytes) }
+    static func processedMessageKey(_ id: MessageID) -> String { "dm-processed:" + Hex.encode(id.bytes) }
     /// The signed prekey id last published to a relay.
     static func publishedSignedPrekeyKey(_ address: RelayAddress) -> String { "published-signed-prekey:" + address.text }
 }

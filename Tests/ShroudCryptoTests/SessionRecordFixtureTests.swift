@@ -22,10 +22,10 @@ import ShroudWire
         #expect(try bob.receive(restart, from: alice) == "restart")
         let next = try alice.send("next", to: bob)
         let record = try #require(bob.record(with: alice))
-        return ["record": sessionHex(record), "now": 2_000,
-                "alice_signing_key": sessionHex(alice.signingKey),
-                "pending": [["message": sessionHex(late.serialize()), "plaintext": "late"],
-                            ["message": sessionHex(next.serialize()), "plaintext": "next"]]]
+        return ["record": Hex.encode(record), "now": 2_000,
+                "alice_signing_key": Hex.encode(alice.signingKey),
+                "pending": [["message": Hex.encode(late.serialize()), "plaintext": "late"],
+                            ["message": Hex.encode(next.serialize()), "plaintext": "next"]]]
     }
 
     @Test func versionOneRecordKeepsLoading() throws {
@@ -38,14 +38,14 @@ import ShroudWire
         let bundled = resources.appendingPathComponent("Resources/sessions/session-record-v1.json")
         let data = try (try? Data(contentsOf: bundled)) ?? Data(contentsOf: fileURL)
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        let bytes = sessionUnhex(try #require(object["record"] as? String))
+        let bytes = [UInt8](hex: try #require(object["record"] as? String))
         #expect(bytes.first == 1)
         let record = try SessionRecord(parsing: bytes)
         #expect(record.serialize() == bytes)
         #expect(record.archived.count == 1)
         #expect(record.current?.skippedKeyCount == 0)
         #expect(record.archived.first?.skippedKeyCount == 1)
-        let sender = sessionUnhex(try #require(object["alice_signing_key"] as? String))
+        let sender = [UInt8](hex: try #require(object["alice_signing_key"] as? String))
         #expect(record.current?.remoteIdentity.signingKey == sender)
         // The stored state still opens the messages that were in flight when it was written.
         let store = InMemorySessionStore()
@@ -54,7 +54,7 @@ import ShroudWire
         let pending = try #require(object["pending"] as? [[String: String]])
         #expect(pending.count == 2)
         for item in pending {
-            let message = try SessionMessage(parsing: sessionUnhex(try #require(item["message"])))
+            let message = try SessionMessage(parsing: [UInt8](hex: try #require(item["message"])))
             let opened = try SessionCipher.decrypt(message, from: sender, identities: bob.identities, preKeys: bob.preKeys,
                                                    signedPreKeys: bob.preKeys, sessions: store, now: 2_000, random: &bob.random)
             #expect(String(decoding: opened.plaintext, as: UTF8.self) == item["plaintext"])

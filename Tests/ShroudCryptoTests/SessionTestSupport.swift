@@ -107,18 +107,6 @@ struct RatchetPair {
     var bobBytes: [UInt8] { SessionRecord(current: bob).serialize() }
 }
 
-func sessionHex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-
-func sessionUnhex(_ text: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var chars = Array(text.utf8)
-    if chars.count % 2 == 1 { chars.insert(UInt8(ascii: "0"), at: 0) }
-    for i in stride(from: 0, to: chars.count, by: 2) {
-        out.append(UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) ?? 0)
-    }
-    return out
-}
-
 /// The repository root, found from this file's path, for reading and writing committed files.
 let sessionRepositoryRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()

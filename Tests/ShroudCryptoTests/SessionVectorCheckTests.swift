@@ -12,7 +12,7 @@ import ShroudWire
     }
 
     static func bytes(_ object: [String: Any], _ key: String) throws -> [UInt8] {
-        sessionUnhex(try #require(object[key] as? String, "missing \(key)"))
+        [UInt8](hex: try #require(object[key] as? String, "missing \(key)"))
     }
 
     static func dh(_ secret: [UInt8], _ pub: [UInt8]) throws -> [UInt8] {
@@ -51,7 +51,7 @@ import ShroudWire
         if let opk = v["bob_one_time_prekey"] as? [String: Any] {
             dhs.append(try Self.dh(try Self.bytes(eph, "secret"), try Self.bytes(opk, "public")))
         }
-        #expect(dhs.map(sessionHex) == (v["dh"] as? [String]))
+        #expect(dhs.map { Hex.encode($0) } == (v["dh"] as? [String]))
         let ikm = [UInt8](repeating: 0xFF, count: 32) + dhs.flatMap { $0 }
         let out = Self.hkdf(ikm, salt: [UInt8](repeating: 0, count: 32), info: Array("shroud/v1/x3dh".utf8), 96)
         #expect(Array(out[0..<32]) == (try Self.bytes(v, "sk")))

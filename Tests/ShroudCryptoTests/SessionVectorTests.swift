@@ -27,8 +27,8 @@ import ShroudWire
     }
 
     static func identityObject(_ seed: [UInt8], _ identity: IdentityKeyPair) -> [String: Any] {
-        ["bip39_seed": sessionHex(seed), "ed25519_seed": sessionHex(identity.signingSeed.bytes), "x25519_secret": sessionHex(identity.agreementSecret.bytes),
-         "encoded": sessionHex(identity.publicIdentity.sessionEncoding)]
+        ["bip39_seed": Hex.encode(seed), "ed25519_seed": Hex.encode(identity.signingSeed.bytes), "x25519_secret": Hex.encode(identity.agreementSecret.bytes),
+         "encoded": Hex.encode(identity.publicIdentity.sessionEncoding)]
     }
 
     // MARK: X3DH
@@ -53,22 +53,22 @@ import ShroudWire
         var object: [String: Any] = [
             "alice_identity": identityObject(aliceSeed, alice),
             "bob_identity": identityObject(bobSeed, bob),
-            "bob_signed_prekey": ["id": Int(spk.id), "secret": sessionHex(spk.secret.bytes), "public": sessionHex(spk.publicKey),
-                                  "signed_message": sessionHex(SignedPreKey.signedMessage(id: spk.id, publicKey: spk.publicKey)),
-                                  "signature": sessionHex(spk.signature)],
-            "bundle": sessionHex(bundle.serialize()),
-            "alice_ephemeral": ["secret": sessionHex(ephemeral.secret.bytes), "public": sessionHex(ephemeral.publicKey)],
-            "dh": dhs.map { sessionHex($0.bytes) },
-            "kdf_input": sessionHex(X3DH.keyMaterial(dhs).bytes),
-            "kdf_salt": sessionHex(X3DH.kdfSalt),
+            "bob_signed_prekey": ["id": Int(spk.id), "secret": Hex.encode(spk.secret.bytes), "public": Hex.encode(spk.publicKey),
+                                  "signed_message": Hex.encode(SignedPreKey.signedMessage(id: spk.id, publicKey: spk.publicKey)),
+                                  "signature": Hex.encode(spk.signature)],
+            "bundle": Hex.encode(bundle.serialize()),
+            "alice_ephemeral": ["secret": Hex.encode(ephemeral.secret.bytes), "public": Hex.encode(ephemeral.publicKey)],
+            "dh": dhs.map { Hex.encode($0.bytes) },
+            "kdf_input": Hex.encode(X3DH.keyMaterial(dhs).bytes),
+            "kdf_salt": Hex.encode(X3DH.kdfSalt),
             "kdf_info": String(decoding: X3DH.kdfInfo, as: UTF8.self),
-            "sk": sessionHex(start.secrets.sharedKey.bytes),
-            "hk_a": sessionHex(start.secrets.initiatorHeaderKey.bytes),
-            "nhk_b": sessionHex(start.secrets.responderNextHeaderKey.bytes),
-            "associated_data": sessionHex(start.secrets.associatedData),
+            "sk": Hex.encode(start.secrets.sharedKey.bytes),
+            "hk_a": Hex.encode(start.secrets.initiatorHeaderKey.bytes),
+            "nhk_b": Hex.encode(start.secrets.responderNextHeaderKey.bytes),
+            "associated_data": Hex.encode(start.secrets.associatedData),
         ]
         if let opk {
-            object["bob_one_time_prekey"] = ["id": Int(opk.id), "secret": sessionHex(opk.secret.bytes), "public": sessionHex(opk.publicKey)]
+            object["bob_one_time_prekey"] = ["id": Int(opk.id), "secret": Hex.encode(opk.secret.bytes), "public": Hex.encode(opk.publicKey)]
         }
         return object
     }
@@ -84,14 +84,14 @@ import ShroudWire
     // MARK: Double Ratchet with header encryption
 
     static func stateObject(_ r: DoubleRatchet) -> [String: Any] {
-        func h(_ s: SecureBytes?) -> Any { s.map { sessionHex($0.bytes) } ?? NSNull() }
-        func h(_ s: ChainKey?) -> Any { s.map { sessionHex($0.bytes) } ?? NSNull() }
-        return ["ratchet_secret": sessionHex(r.ratchetSecret.bytes), "ratchet_public": sessionHex(r.ratchetPublicKey),
-                "remote_ratchet_key": r.remoteRatchetKey.map(sessionHex) ?? NSNull(), "root_key": sessionHex(r.rootKey.bytes),
+        func h(_ s: SecureBytes?) -> Any { s.map { Hex.encode($0.bytes) } ?? NSNull() }
+        func h(_ s: ChainKey?) -> Any { s.map { Hex.encode($0.bytes) } ?? NSNull() }
+        return ["ratchet_secret": Hex.encode(r.ratchetSecret.bytes), "ratchet_public": Hex.encode(r.ratchetPublicKey),
+                "remote_ratchet_key": r.remoteRatchetKey.map { Hex.encode($0) } ?? NSNull(), "root_key": Hex.encode(r.rootKey.bytes),
                 "sending_chain_key": h(r.sendingChainKey), "receiving_chain_key": h(r.receivingChainKey),
                 "sending_header_key": h(r.sendingHeaderKey), "receiving_header_key": h(r.receivingHeaderKey),
-                "next_sending_header_key": sessionHex(r.nextSendingHeaderKey.bytes),
-                "next_receiving_header_key": sessionHex(r.nextReceivingHeaderKey.bytes),
+                "next_sending_header_key": Hex.encode(r.nextSendingHeaderKey.bytes),
+                "next_receiving_header_key": Hex.encode(r.nextReceivingHeaderKey.bytes),
                 "send_index": Int(r.sendIndex), "receive_index": Int(r.receiveIndex),
                 "previous_send_count": Int(r.previousSendCount), "skipped_keys": r.skipped.count]
     }
@@ -112,13 +112,13 @@ import ShroudWire
             steps.append([
                 "sender": fromAlice ? "alice" : "bob", "plaintext": text,
                 "sender_state_before": Self.stateObject(sender),
-                "chain_key": sessionHex(chainKey.bytes), "message_key": sessionHex(messageKey.bytes),
-                "body_key": sessionHex(keys.bodyKey), "body_nonce": sessionHex(keys.bodyNonce),
-                "header_nonce": sessionHex(keys.headerNonce), "header_key": sessionHex(headerKey.bytes),
-                "header_plaintext": sessionHex(header.serialize()),
-                "header_associated_data": sessionHex(DoubleRatchet.headerAssociatedData(pair.alice.associatedData)),
-                "body_associated_data": sessionHex(DoubleRatchet.bodyAssociatedData(pair.alice.associatedData, message.encryptedHeader)),
-                "wire": sessionHex(message.serialize()),
+                "chain_key": Hex.encode(chainKey.bytes), "message_key": Hex.encode(messageKey.bytes),
+                "body_key": Hex.encode(keys.bodyKey), "body_nonce": Hex.encode(keys.bodyNonce),
+                "header_nonce": Hex.encode(keys.headerNonce), "header_key": Hex.encode(headerKey.bytes),
+                "header_plaintext": Hex.encode(header.serialize()),
+                "header_associated_data": Hex.encode(DoubleRatchet.headerAssociatedData(pair.alice.associatedData)),
+                "body_associated_data": Hex.encode(DoubleRatchet.bodyAssociatedData(pair.alice.associatedData, message.encryptedHeader)),
+                "wire": Hex.encode(message.serialize()),
             ])
             return message
         }
@@ -141,12 +141,12 @@ import ShroudWire
             "description": "Double Ratchet with header encryption; starts after X3DH (see setup) and the first message \"hello\"",
             "setup": [
                 "seed_note": "RatchetPair(seed: 2001) in Tests/ShroudCryptoTests/SessionTestSupport.swift",
-                "alice_identity": sessionHex(pair.aliceIdentity.publicIdentity.sessionEncoding),
-                "bob_identity": sessionHex(pair.bobIdentity.publicIdentity.sessionEncoding),
-                "associated_data": sessionHex(pair.alice.associatedData),
+                "alice_identity": Hex.encode(pair.aliceIdentity.publicIdentity.sessionEncoding),
+                "bob_identity": Hex.encode(pair.bobIdentity.publicIdentity.sessionEncoding),
+                "associated_data": Hex.encode(pair.alice.associatedData),
                 "root_kdf_info": String(decoding: DoubleRatchet.rootKdfInfo, as: UTF8.self),
                 "message_kdf_info": String(decoding: DoubleRatchet.messageKdfInfo, as: UTF8.self),
-                "message_kdf_salt": sessionHex(DoubleRatchet.messageKdfSalt),
+                "message_kdf_salt": Hex.encode(DoubleRatchet.messageKdfSalt),
             ],
             "alice_state_after_hello": initialAlice,
             "bob_state_after_hello": initialBob,
@@ -172,22 +172,22 @@ import ShroudWire
             let m = try own.encrypt(Array(text.utf8), associatedData: channel)
             #expect(try receiver.decrypt(m, associatedData: channel) == Array(text.utf8))
             messages.append([
-                "plaintext": text, "iteration": Int(iteration), "chain_key": sessionHex(chainKey.bytes),
-                "message_key": sessionHex(messageKey.bytes), "key": keys.key.withUnsafeBytes { sessionHex(Array($0)) },
-                "nonce": sessionHex(keys.nonce),
-                "aead_associated_data": sessionHex(SenderKeyMessage.header(keyId: m.keyId, iteration: m.iteration) + channel),
-                "signed_bytes": sessionHex(m.signedBytes), "signature": sessionHex(m.signature), "wire": sessionHex(m.serialize()),
+                "plaintext": text, "iteration": Int(iteration), "chain_key": Hex.encode(chainKey.bytes),
+                "message_key": Hex.encode(messageKey.bytes), "key": keys.key.withUnsafeBytes { Hex.encode(Array($0)) },
+                "nonce": Hex.encode(keys.nonce),
+                "aead_associated_data": Hex.encode(SenderKeyMessage.header(keyId: m.keyId, iteration: m.iteration) + channel),
+                "signed_bytes": Hex.encode(m.signedBytes), "signature": Hex.encode(m.signature), "wire": Hex.encode(m.serialize()),
             ])
         }
         try Self.check("sender-keys.json", [
             "description": "Sender keys: HMAC chain, HKDF key+nonce, AES-256-GCM, Ed25519 signature; channel AD = \"channel-id\"",
             "key_id": Int(distribution.keyId),
-            "signing_seed": sessionHex(own.signingSeed.bytes),
-            "signing_public": sessionHex(own.signingKey),
-            "distribution": sessionHex(distribution.serialize()),
+            "signing_seed": Hex.encode(own.signingSeed.bytes),
+            "signing_public": Hex.encode(own.signingKey),
+            "distribution": Hex.encode(distribution.serialize()),
             "message_kdf_info": String(decoding: SenderKeys.messageKdfInfo, as: UTF8.self),
             "signature_label": String(decoding: SenderKeys.signatureLabel, as: UTF8.self),
-            "channel_associated_data": sessionHex(channel),
+            "channel_associated_data": Hex.encode(channel),
             "messages": messages,
         ])
     }

@@ -1,3 +1,4 @@
+import ShroudWire
 import Foundation
 @testable import ShroudCrypto
 
@@ -18,9 +19,9 @@ enum TestResource {
 
 extension Array where Element == UInt8 {
     init(hex: String) {
-        self = unhex(hex) ?? []
+        self = Hex.decode(hex) ?? []
     }
-    var hexString: String { hex(self) }
+    var hexString: String { Hex.encode(self) }
 }
 
 /// Secure bytes from hex, for vectors.
