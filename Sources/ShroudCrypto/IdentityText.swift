@@ -1,3 +1,4 @@
+import ShroudWire
 import Crypto
 
 /// Why an identity text was refused.

@@ -75,11 +75,3 @@ public final class SecureBytes: @unchecked Sendable {
         return sodium_memcmp(base, other.base, count) == 0
     }
 }
-
-/// Compares two byte sequences in time that depends only on their length.
-public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var difference: UInt8 = 0
-    for i in 0..<a.count { difference |= a[i] ^ b[i] }
-    return difference == 0
-}

@@ -1,3 +1,5 @@
+import ShroudWire
+
 /// The relay's plain HTTP endpoints, decided here without I/O; ShroudNet carries them out.
 public struct HTTPRoutes: Sendable {
     public struct Response: Sendable, Equatable {
@@ -55,7 +57,7 @@ public struct HTTPRoutes: Sendable {
         // Without a configured token the endpoints do not exist, so nothing reveals they could.
         guard let token = configuration.adminToken else { return json(404, #"{"error":"not found"}"#) }
         guard let authorization, authorization.hasPrefix("Bearer "),
-              constantTimeEqual(Array(authorization.utf8.dropFirst("Bearer ".count)), Array(token.utf8)) else {
+              constantTimeEquals(Array(authorization.utf8.dropFirst("Bearer ".count)), Array(token.utf8)) else {
             return json(401, #"{"error":"unauthorized"}"#)
         }
         guard method == "GET" || method == "HEAD" else { return json(405, #"{"error":"method not allowed"}"#) }
@@ -69,16 +71,4 @@ public struct HTTPRoutes: Sendable {
     private func json(_ status: Int, _ body: String) -> Response {
         Response(status: status, contentType: "application/json", body: body)
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths, not on where they
-/// differ, so the admin token cannot be guessed byte by byte from response times.
-public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference: UInt8 = a.count == b.count ? 0 : 1
-    for index in 0..<max(a.count, b.count) {
-        let x = index < a.count ? a[index] : 0
-        let y = index < b.count ? b[index] : 0
-        difference |= x ^ y
-    }
-    return difference == 0
 }

@@ -1,3 +1,4 @@
+import ShroudWire
 import Testing
 @testable import ShroudRelayCore
 
@@ -127,12 +128,12 @@ import Testing
     }
 
     @Test func constantTimeComparison() {
-        #expect(constantTimeEqual(Array("abc".utf8), Array("abc".utf8)))
-        #expect(!constantTimeEqual(Array("abc".utf8), Array("abd".utf8)))
-        #expect(!constantTimeEqual(Array("abc".utf8), Array("ab".utf8)))
-        #expect(!constantTimeEqual([], [0]))
+        #expect(constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
+        #expect(!constantTimeEquals(Array("abc".utf8), Array("ab".utf8)))
+        #expect(!constantTimeEquals([], [0]))
         // Lengths differing by a multiple of 256, padded with zeros, are still different.
-        #expect(!constantTimeEqual([1], [1] + [UInt8](repeating: 0, count: 256)))
-        #expect(constantTimeEqual([], []))
+        #expect(!constantTimeEquals([1], [1] + [UInt8](repeating: 0, count: 256)))
+        #expect(constantTimeEquals([], []))
     }
 }
