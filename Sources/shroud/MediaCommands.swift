@@ -78,6 +78,7 @@ struct MediaCommand: ParsableCommand {
             var recorder: ScreenFileRecorder?
             var first: UInt64?
             var frames = 0
+            var lastPTS: Int64 = -1
             let started = Date()
             while frames < frameLimit {
                 let stop = try capture.withNextFrame { frame, takenAt -> Bool in
@@ -91,8 +92,11 @@ struct MediaCommand: ParsableCommand {
                         recorder = try ScreenFileRecorder(path: out, width: picture.width, height: picture.height, fps: fps,
                                                           bitrate: bitrate.map { $0 * 1000 } ?? quality.defaultBitrate)
                     }
-                    // Presentation time from the capture time, so skipped slots keep real timing.
-                    let pts = Int64((Double(elapsed) * Double(fps) / 1e9).rounded())
+                    // Presentation time from the capture time, so skipped slots keep real timing;
+                    // two captures closer than half a frame apart (the pacer catching up) still
+                    // get increasing times, as VP8 and IVF require.
+                    let pts = max(Int64((Double(elapsed) * Double(fps) / 1e9).rounded()), lastPTS + 1)
+                    lastPTS = pts
                     try recorder?.write(picture, pts: pts)
                     return false
                 }
