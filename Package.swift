@@ -116,8 +116,8 @@ let package = Package(
         ]),
         .testTarget(name: "EndToEndTests", dependencies: [
             "ShroudTestSupport", "ShroudMedia", "CX11", "ShroudCrypto",
-            // A real WebSocket session client, to drive the relay binary.
-            "ShroudNet", "ShroudWire",
+            // A real WebSocket session client, to drive the relay binary; UDP sockets for its media plane.
+            "ShroudNet", "ShroudWire", "CShroudIO",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
