@@ -53,7 +53,8 @@ let package = Package(
         ]),
 
         // MARK: Devices, storage, network adapters
-        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
+        // ShroudCrypto for the voice engine's SFrame layer (VoiceEngine.swift).
+        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA", "ShroudCrypto", "ShroudWire"]),
         .target(name: "ShroudStore", dependencies: [
             "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -100,7 +101,7 @@ let package = Package(
             "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore", "ShroudCrypto"]),
         .testTarget(name: "ShroudStoreTests", dependencies: [
             "ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire", .product(name: "GRDB", package: "GRDB.swift"),
         ]),

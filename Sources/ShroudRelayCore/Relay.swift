@@ -4,6 +4,9 @@ import ShroudWire
 /// Identifies one client connection inside the relay core. Assigned by `Relay.connect`.
 public struct ConnectionID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let rawValue: UInt64
+    /// Assigned by `Relay.connect`; public so that room-core tests and load generators can name
+    /// participants without a session.
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
     public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "#\(rawValue)" }
 }
