@@ -84,6 +84,10 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-impair"),
+        // Load generator: one file per mode (tools/loadgen).
+        .executableTarget(name: "shroud-loadgen", dependencies: [
+            "ShroudWire", "ShroudRelayCore", "ShroudNet", "CShroudIO",
+        ]),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),

@@ -273,3 +273,120 @@ void shroud_send_queue_flush(shroud_send_queue *queue, int fd) {
 
 uint64_t shroud_send_queue_sent(const shroud_send_queue *queue) { return queue->sent; }
 uint64_t shroud_send_queue_failed(const shroud_send_queue *queue) { return queue->failed; }
+
+// MARK: Load generation
+
+#include <sys/epoll.h>
+#include <time.h>
+
+uint64_t shroud_monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+uint64_t shroud_load_speak(const int *fds, const uint32_t *stream_ids, int count, const shroud_addr *to,
+                           size_t size, uint64_t interval_ns, uint64_t until_ns) {
+    if (count <= 0 || size < 24 || size > 1200) return 0;
+    struct sockaddr_storage address;
+    socklen_t address_length;
+    to_sockaddr(to, &address, &address_length);
+    uint8_t packet[1200];
+    memset(packet, 0xA5, sizeof(packet));
+    uint64_t sent = 0;
+    uint32_t sequence = 0;
+    uint64_t start = shroud_monotonic_ns();
+    uint64_t step = interval_ns / (uint64_t)count;
+    for (uint64_t tick = 0;; tick++) {
+        uint64_t due = start + tick * step;
+        uint64_t now = shroud_monotonic_ns();
+        if (due >= until_ns) break;
+        if (due > now) {
+            struct timespec wait = {.tv_sec = (time_t)((due - now) / 1000000000ull), .tv_nsec = (long)((due - now) % 1000000000ull)};
+            nanosleep(&wait, NULL);
+        }
+        int speaker = (int)(tick % (uint64_t)count);
+        if (speaker == 0 && tick > 0) sequence++;
+        packet[0] = 0x40; packet[1] = 0; packet[2] = 1; packet[3] = 0;
+        put32(packet + 4, stream_ids[speaker]);
+        put32(packet + 8, sequence);
+        put32(packet + 12, sequence);
+        uint64_t stamp = shroud_monotonic_ns();
+        memcpy(packet + 16, &stamp, sizeof(stamp));
+        if (sendto(fds[speaker], packet, size, 0, (struct sockaddr *)&address, address_length) == (ssize_t)size) sent++;
+    }
+    return sent;
+}
+
+uint64_t shroud_load_listen(const int *fds, int count, uint64_t until_ns, uint64_t *histogram, int buckets) {
+    int poller = epoll_create1(EPOLL_CLOEXEC);
+    if (poller < 0) return 0;
+    for (int i = 0; i < count; i++) {
+        struct epoll_event event = {.events = EPOLLIN, .data.fd = fds[i]};
+        epoll_ctl(poller, EPOLL_CTL_ADD, fds[i], &event);
+    }
+    enum { batch = 64 };
+    static __thread uint8_t data[batch][1200];
+    struct mmsghdr messages[batch];
+    struct iovec vectors[batch];
+    struct epoll_event ready[256];
+    uint64_t received = 0;
+    for (;;) {
+        uint64_t now = shroud_monotonic_ns();
+        if (now >= until_ns) break;
+        int n = epoll_wait(poller, ready, 256, (int)((until_ns - now) / 1000000ull) + 1);
+        for (int r = 0; r < n; r++) {
+            for (;;) {
+                for (int i = 0; i < batch; i++) {
+                    vectors[i].iov_base = data[i];
+                    vectors[i].iov_len = sizeof(data[i]);
+                    memset(&messages[i].msg_hdr, 0, sizeof(messages[i].msg_hdr));
+                    messages[i].msg_hdr.msg_iov = &vectors[i];
+                    messages[i].msg_hdr.msg_iovlen = 1;
+                }
+                int got = recvmmsg(ready[r].data.fd, messages, batch, MSG_DONTWAIT, NULL);
+                if (got <= 0) break;
+                uint64_t arrival = shroud_monotonic_ns();
+                for (int i = 0; i < got; i++) {
+                    received++;
+                    if (messages[i].msg_len < 24 || !histogram) continue;
+                    uint64_t stamp;
+                    memcpy(&stamp, data[i] + 16, sizeof(stamp));
+                    uint64_t bucket = arrival > stamp ? (arrival - stamp) / 10000ull : 0;
+                    histogram[bucket < (uint64_t)buckets ? bucket : (uint64_t)buckets - 1]++;
+                }
+                if (got < batch) break;
+            }
+        }
+    }
+    close(poller);
+    return received;
+}
+
+uint64_t shroud_load_sendmmsg(int fd, const shroud_addr *to, size_t size, int batch, uint64_t until_ns) {
+    if (batch <= 0 || batch > 1024 || size > 1200) return 0;
+    struct sockaddr_storage address;
+    socklen_t address_length;
+    to_sockaddr(to, &address, &address_length);
+    uint8_t packet[1200];
+    memset(packet, 0xA5, sizeof(packet));
+    struct mmsghdr messages[1024];
+    struct iovec vector = {.iov_base = packet, .iov_len = size};
+    for (int i = 0; i < batch; i++) {
+        memset(&messages[i], 0, sizeof(messages[i]));
+        messages[i].msg_hdr.msg_iov = &vector;
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_name = &address;
+        messages[i].msg_hdr.msg_namelen = address_length;
+    }
+    uint64_t sent = 0;
+    while (shroud_monotonic_ns() < until_ns) {
+        int n = sendmmsg(fd, messages, (unsigned)batch, 0);
+        if (n > 0) sent += (uint64_t)n;
+    }
+    return sent;
+}

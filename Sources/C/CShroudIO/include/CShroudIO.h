@@ -56,4 +56,25 @@ void shroud_send_queue_flush(shroud_send_queue *queue, int fd);
 uint64_t shroud_send_queue_sent(const shroud_send_queue *queue);
 uint64_t shroud_send_queue_failed(const shroud_send_queue *queue);
 
+// MARK: Load generation (tools/loadgen media): C loops, so the generator is not the bottleneck.
+
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t shroud_monotonic_ns(void);
+
+/// Each of `count` speaker sockets sends one media datagram of `size` bytes (>= 24) to `to` every
+/// `interval_ns`, staggered evenly, until `until_ns`: a valid media header (stream ids[i],
+/// consecutive sequence and frame numbers) and the send time (monotonic ns) at byte 16.
+/// Returns datagrams sent.
+uint64_t shroud_load_speak(const int *fds, const uint32_t *stream_ids, int count, const shroud_addr *to,
+                           size_t size, uint64_t interval_ns, uint64_t until_ns);
+
+/// Receives on all `count` sockets (epoll + recvmmsg) until `until_ns`. Counts datagrams and
+/// records the latency (now − the send time at byte 16) of each into `histogram` (10 µs buckets,
+/// `buckets` of them; the last bucket takes everything later). Returns datagrams received.
+uint64_t shroud_load_listen(const int *fds, int count, uint64_t until_ns, uint64_t *histogram, int buckets);
+
+/// The physical limit: one thread sending `size`-byte datagrams to `to` with sendmmsg in batches
+/// of `batch` until `until_ns`. Returns datagrams the kernel accepted.
+uint64_t shroud_load_sendmmsg(int fd, const shroud_addr *to, size_t size, int batch, uint64_t until_ns);
+
 #endif
