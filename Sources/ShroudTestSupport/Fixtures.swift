@@ -51,6 +51,46 @@ public enum FixtureError: Error { case ffmpeg(String) }
 
 /// Audio quality figures used by the Opus tests.
 public enum AudioQuality {
+    /// Signal delay in samples (10 ms resolution, up to `maxBlocks`), from the speech envelope; then
+    /// the waveform correlation around it.
+    public static func alignedCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16], maxBlocks: Int = 60) -> (value: Double, lag: Int) {
+        let block = 480
+        func envelope(_ x: ArraySlice<Int16>) -> [Double] {
+            stride(from: x.startIndex, to: x.endIndex - block, by: block).map { rms(x[$0 ..< $0 + block]) }
+        }
+        let a = envelope(reference), b = envelope(signal[...])
+        var best = (value: -2.0, lag: 0)
+        for lag in 0 ..< maxBlocks {
+            let n = min(a.count, b.count - lag)
+            guard n > 10 else { break }
+            let ma = a[0..<n].reduce(0, +) / Double(n), mb = b[lag..<lag + n].reduce(0, +) / Double(n)
+            var dot = 0.0, ea = 0.0, eb = 0.0
+            for i in 0..<n { let x = a[i] - ma, y = b[i + lag] - mb; dot += x * y; ea += x * x; eb += y * y }
+            let c = dot / max(1e-9, (ea * eb).squareRoot())
+            if c > best.value { best = (c, lag) }
+        }
+        let coarse = max(0, best.lag * block - block)
+        let fine = maxCorrelation(Array(reference), Array(signal.dropFirst(coarse)), maxLag: 2 * block)
+        return (fine.value, coarse + fine.lag)
+    }
+
+    /// The median, over one-second pieces of the reference, of each piece's best aligned correlation:
+    /// the jitter buffer grows and shrinks in 20 ms steps during a lossy call, so one lag cannot fit
+    /// the whole call.
+    public static func piecewiseCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16]) -> Double {
+        var values: [Double] = []
+        var piece = reference.startIndex
+        let offset = reference.startIndex
+        while piece + 48_000 <= reference.endIndex {
+            // The signal from this piece's position on (it lags the reference, never leads).
+            let window = Array(signal.dropFirst(piece - offset).prefix(48_000 + 60 * 480))
+            values.append(alignedCorrelation(reference[piece ..< piece + 48_000], window, maxBlocks: 60).value)
+            piece += 48_000
+        }
+        values.sort()
+        return values.isEmpty ? 0 : values[values.count / 2]
+    }
+
     /// Largest normalised cross-correlation between `reference` and `signal` over lags
     /// 0...maxLag (signal delayed relative to reference). 1 means identical up to a gain; a codec
     /// that keeps the waveform scores above 0.9, unrelated audio near 0.

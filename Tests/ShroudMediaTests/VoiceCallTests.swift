@@ -17,46 +17,6 @@ final class TestKeyRing: MediaKeyProvider {
 
 func mediaKey(_ byte: UInt8) -> SecureBytes { SecureBytes(copying: [UInt8](repeating: byte, count: 32)) }
 
-/// Signal delay in samples (10 ms resolution, up to `maxBlocks`), from the speech envelope; then
-/// the waveform correlation around it.
-func alignedCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16], maxBlocks: Int = 60) -> (value: Double, lag: Int) {
-    let block = 480
-    func envelope(_ x: ArraySlice<Int16>) -> [Double] {
-        stride(from: x.startIndex, to: x.endIndex - block, by: block).map { AudioQuality.rms(x[$0 ..< $0 + block]) }
-    }
-    let a = envelope(reference), b = envelope(signal[...])
-    var best = (value: -2.0, lag: 0)
-    for lag in 0 ..< maxBlocks {
-        let n = min(a.count, b.count - lag)
-        guard n > 10 else { break }
-        let ma = a[0..<n].reduce(0, +) / Double(n), mb = b[lag..<lag + n].reduce(0, +) / Double(n)
-        var dot = 0.0, ea = 0.0, eb = 0.0
-        for i in 0..<n { let x = a[i] - ma, y = b[i + lag] - mb; dot += x * y; ea += x * x; eb += y * y }
-        let c = dot / max(1e-9, (ea * eb).squareRoot())
-        if c > best.value { best = (c, lag) }
-    }
-    let coarse = max(0, best.lag * block - block)
-    let fine = AudioQuality.maxCorrelation(Array(reference), Array(signal.dropFirst(coarse)), maxLag: 2 * block)
-    return (fine.value, coarse + fine.lag)
-}
-
-/// The median, over one-second pieces of the reference, of each piece's best aligned correlation:
-/// the jitter buffer grows and shrinks in 20 ms steps during a lossy call, so one lag cannot fit
-/// the whole call.
-func piecewiseCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16]) -> Double {
-    var values: [Double] = []
-    var piece = reference.startIndex
-    let offset = reference.startIndex
-    while piece + 48_000 <= reference.endIndex {
-        // The signal from this piece's position on (it lags the reference, never leads).
-        let window = Array(signal.dropFirst(piece - offset).prefix(48_000 + 60 * 480))
-        values.append(alignedCorrelation(reference[piece ..< piece + 48_000], window, maxBlocks: 60).value)
-        piece += 48_000
-    }
-    values.sort()
-    return values.isEmpty ? 0 : values[values.count / 2]
-}
-
 /// Voice calls on virtual time through the real relay room core, with real Opus and SFrame.
 @Suite struct VoiceCallTests {
     let channel = ChannelID(validated: [UInt8](repeating: 0xC3, count: 16))
@@ -169,11 +129,11 @@ func piecewiseCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16]) -> 
         let bobStats = bob.mixer.statistics
         #expect(bobStats.undecryptable == 0, "\(bobStats)")
         #expect(sender.rotations == 1)
-        let bobScore = piecewiseCorrelation(spoken[...], bob.output)
+        let bobScore = AudioQuality.piecewiseCorrelation(spoken[...], bob.output)
         #expect(bobScore > (lossy ? 0.6 : 0.88), "Bob: \(bobScore), \(bobStats)")
-        let afterRotation = piecewiseCorrelation(spoken[5 * 48_000 ..< 8 * 48_000], Array(bob.output.dropFirst(5 * 48_000)))
+        let afterRotation = AudioQuality.piecewiseCorrelation(spoken[5 * 48_000 ..< 8 * 48_000], Array(bob.output.dropFirst(5 * 48_000)))
         #expect(afterRotation > (lossy ? 0.6 : 0.88), "after the rotation: \(afterRotation)")
-        let control = piecewiseCorrelation(spoken[2 * 48_000 ..< 5 * 48_000], Array(bob.output.dropFirst(3 * 48_000 + 24_000)))
+        let control = AudioQuality.piecewiseCorrelation(spoken[2 * 48_000 ..< 5 * 48_000], Array(bob.output.dropFirst(3 * 48_000 + 24_000)))
         #expect(control < 0.4, "control: \(control)")
         if lossy {
             #expect(bobStats.recoveredByNACK > 0, "\(bobStats)")
@@ -184,7 +144,7 @@ func piecewiseCorrelation(_ reference: ArraySlice<Int16>, _ signal: [Int16]) -> 
 
         // Carol, who joined at 3 s, hears the speech from then on (her output starts at her join).
         #expect(carol.output.count == bob.output.count - 150 * 960)
-        let carolScore = piecewiseCorrelation(spoken[3 * 48_000 ..< seconds * 48_000], carol.output)
+        let carolScore = AudioQuality.piecewiseCorrelation(spoken[3 * 48_000 ..< seconds * 48_000], carol.output)
         #expect(carolScore > (lossy ? 0.6 : 0.88), "Carol: \(carolScore) \(carol.mixer.statistics)")
 
         // Dave cannot open a single frame sent after the rotation; his output falls silent.
