@@ -18,9 +18,9 @@ private struct MediaLoadError: Error, CustomStringConvertible {
 private struct MediaLoadOptions {
     var seconds = 5.0
     var size = 120
-    var listeners = [100, 250, 500, 1000]
+    var listeners = [100, 250, 500, MediaLimits.maximumRoomSize - 2]
     var rooms = 3
-    var roomListeners = 1000
+    var roomListeners = MediaLimits.maximumRoomSize - 2
 
     init(_ arguments: [String]) throws {
         var rest = arguments[...]
