@@ -94,6 +94,28 @@ public enum AudioQuality {
     /// Largest normalised cross-correlation between `reference` and `signal` over lags
     /// 0...maxLag (signal delayed relative to reference). 1 means identical up to a gain; a codec
     /// that keeps the waveform scores above 0.9, unrelated audio near 0.
+    /// For a real-time call, whose jitter buffer moves the audio in 20 ms steps: the median, over
+    /// half-second pieces of the reference with speech in them (RMS at least a tenth of the whole),
+    /// of the waveform correlation at the best lag within ±25 ms of the previous piece's lag (the
+    /// first lag from `alignedCorrelation`). A buffer step moves the lag of later pieces only a
+    /// little, so each piece is compared at its own alignment; wrong audio finds no lag that fits.
+    public static func trackedCorrelation(_ reference: [Int16], _ signal: [Int16]) -> Double {
+        let piece = 24_000, window = 1_200
+        var lag = alignedCorrelation(reference[...], signal).lag
+        let loud = rms(reference[...]) / 10
+        var values: [Double] = []
+        for start in stride(from: 0, to: reference.count - piece, by: piece) {
+            let part = Array(reference[start ..< start + piece])
+            let from = max(0, start + lag - window)
+            guard from < signal.count else { break }
+            let best = maxCorrelation(part, Array(signal[from ..< min(signal.count, from + piece + 2 * window)]), maxLag: 2 * window)
+            lag = from + best.lag - start
+            if rms(part[...]) >= loud { values.append(best.value) }
+        }
+        values.sort()
+        return values.isEmpty ? 0 : values[values.count / 2]
+    }
+
     public static func maxCorrelation(_ reference: [Int16], _ signal: [Int16], maxLag: Int) -> (value: Double, lag: Int) {
         let a = reference.map(Float.init), b = signal.map(Float.init)
         var best = (value: -1.0, lag: 0)
