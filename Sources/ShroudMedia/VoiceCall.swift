@@ -109,3 +109,18 @@ public final class VoiceCall: @unchecked Sendable {
         }
     }
 }
+
+/// An ALSA capture device as the call's microphone: 48 kHz mono, 20 ms per read. The device's
+/// own clock paces the reads; the call's clock only decides when to ask.
+extension AudioCapture: VoiceSource {
+    public func nextFrame() throws -> [Int16]? {
+        guard format.channels == 1 else { throw MediaError.device("voice capture must be mono, '\(name)' has \(format.channels) channels") }
+        return try read(frames: VoiceSettings.frameSamples)
+    }
+}
+
+/// An ALSA playback device as the call's speaker (`write` plays 20 ms of mono).
+extension AudioPlayback: VoiceSink {}
+
+/// A WAV file recording the call (`--output FILE.wav`).
+extension WAVWriter: VoiceSink {}

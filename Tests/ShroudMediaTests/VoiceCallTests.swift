@@ -1,3 +1,4 @@
+import Foundation
 import ShroudCrypto
 import ShroudRelayCore
 import ShroudTestSupport
@@ -198,5 +199,43 @@ func mediaKey(_ byte: UInt8) -> SecureBytes { SecureBytes(copying: [UInt8](repea
         #expect(mixer.statistics.malformed == 1)
         #expect(throws: VoiceEngineError.wrongFrameSize(959)) { try sender.datagram(for: Array(frame.prefix(959))) }
         #expect(throws: VoiceEngineError.noSendKey) { try VoiceSender(streamID: 1, keys: listening).datagram(for: frame) }
+    }
+}
+
+/// The real-time call loop with ALSA devices (the `file` plugin: exact input, recorded output):
+/// a member who hears itself plays back what it captured.
+@Suite struct VoiceCallDeviceTests {
+    final class Loop: @unchecked Sendable { var call: VoiceCall? }
+
+    @Test(.timeLimit(.minutes(1))) func captureEncryptSendReceiveMixAndPlay() throws {
+        let temp = try TemporaryDirectory()
+        let speech = Array(try Fixtures.speech().samples.prefix(48_000))
+        try littleEndianBytes(speech).write(to: URL(fileURLWithPath: temp.path("in.raw")))
+        let configuration = try ALSAConfiguration(text:
+            filePCMConfiguration(name: "voice_in", infile: temp.path("in.raw"), outfile: "/dev/null", channels: 1) + "\n" +
+            filePCMConfiguration(name: "voice_out", outfile: temp.path("out.raw"), channels: 1))
+        let keys = TestKeyRing()
+        keys.send = (3, mediaKey(3)); keys.known[3] = mediaKey(3)
+        let loop = Loop()
+        let call = VoiceCall(sender: try VoiceSender(streamID: 9, keys: keys), mixer: VoiceMixer(keys: keys),
+                             send: { datagram in loop.call?.receive(datagram) })
+        loop.call = call
+        do {
+            let capture = try AudioCapture(device: "voice_in", format: try AudioFormat(channels: 1), configuration: configuration)
+            let playback = try AudioPlayback(device: "voice_out", format: try AudioFormat(channels: 1), configuration: configuration)
+            try call.run(source: capture, sink: playback, duration: .milliseconds(1_300))
+            try playback.drain()
+        }
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: temp.path("out.raw"))))
+        var played: [Int16] = []
+        for index in stride(from: 0, to: bytes.count - 1, by: 2) {
+            let low = UInt16(bytes[index]), high = UInt16(bytes[index + 1])
+            played.append(Int16(bitPattern: low | high << 8))
+        }
+        #expect(played.count == 65 * 960)
+        #expect(call.framesSent == 65)
+        let match = AudioQuality.alignedCorrelation(speech[..<38_400], played)
+        #expect(match.value > 0.85, "\(match) \(call.statistics)")
+        #expect(call.statistics.undecryptable == 0 && call.statistics.lost == 0)
     }
 }
