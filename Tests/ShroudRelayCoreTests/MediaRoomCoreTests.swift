@@ -1,3 +1,4 @@
+import ShroudTestSupport
 import ShroudWire
 import Testing
 @testable import ShroudRelayCore
@@ -191,5 +192,64 @@ struct RecordingSink: MediaSink {
         #expect(deliver(&core, MediaBind(token: web.token).serialized(), from: address(3), now: start).toAddresses.isEmpty)
         #expect(core.leave(connection: connection(3)) == channel)
         #expect(deliver(&core, media(stream: grants[0].streamID, sequence: 2), from: address(1), now: start).toSessions.isEmpty)
+    }
+}
+
+/// Malformed-packet injection: random and mutated datagrams from bound and unbound addresses never
+/// trap, every one is counted once, and the call goes on afterwards.
+@Suite struct MediaRoomCoreFuzzTests {
+    @Test func randomAndMutatedDatagramsAreCountedAndNeverStopTheCall() throws {
+        let channel = ChannelID(validated: [UInt8](repeating: 1, count: 16))
+        var core = MediaRoomCore()
+        let now: UInt64 = 1_700_000_000_000
+        var grants: [MediaGrant] = []
+        for i in 1...3 {
+            let grant = try core.join(channel: channel, connection: ConnectionID(rawValue: UInt64(i)), transport: .datagram,
+                                      token: MediaToken(validated: [UInt8](repeating: UInt8(i), count: 16)), now: now)
+            var sink = RecordingSink()
+            MediaBind(token: grant.token).serialized().withUnsafeBytes {
+                core.receive(datagram: $0, from: .ipv4(127, 0, 0, UInt8(i), port: 9), now: now, into: &sink)
+            }
+            grants.append(grant)
+        }
+        let seeds: [[UInt8]] = [
+            try MediaPacket(streamID: grants[0].streamID, sequence: 1, frameNumber: 1, payload: [1, 2, 3]).serialized(),
+            try NackPacket(streamID: grants[0].streamID, missing: [1, 2, 40]).serialized(),
+            ReceiverReport(streamID: grants[0].streamID, fractionLost: 1, highestSequence: 2, cumulativeLost: 3, jitterMicroseconds: 4).serialized(),
+            try KeyframeRequest(streamID: grants[0].streamID).serialized(),
+            MediaBind(token: grants[0].token).serialized(),
+        ]
+        var random = SplitMix64(seed: 5)
+        let before = core.statistics.packetsReceived
+        let rounds = 20_000
+        for round in 0..<rounds {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = (0..<Int.random(in: 0...1300, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            } else {
+                bytes = seeds[Int.random(in: 0..<seeds.count, using: &random)]
+                for _ in 0..<Int.random(in: 1...4, using: &random) where !bytes.isEmpty {
+                    bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+                }
+                if Bool.random(using: &random) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &random))) }
+            }
+            let from = MediaAddress.ipv4(127, 0, 0, UInt8.random(in: 1...5, using: &random), port: 9)
+            var sink = RecordingSink(datagram: bytes)
+            // One millisecond apart, so the rate limit does not hide the parsers.
+            bytes.withUnsafeBytes { core.receive(datagram: $0, from: from, now: now + UInt64(round), into: &sink) }
+            #expect(sink.toAddresses.allSatisfy { $0.1.count <= MediaPlane.maxDatagramBytes })
+        }
+        #expect(core.statistics.packetsReceived - before == rounds)
+        // Re-bind (a mutated bind may have moved an address) and speak: the call goes on.
+        var sink = RecordingSink()
+        for (i, grant) in grants.enumerated() {
+            MediaBind(token: grant.token).serialized().withUnsafeBytes {
+                core.receive(datagram: $0, from: .ipv4(127, 0, 0, UInt8(i + 1), port: 9), now: now + UInt64(rounds), into: &sink)
+            }
+        }
+        let packet = try MediaPacket(streamID: grants[0].streamID, sequence: 100_000, frameNumber: 5, payload: [9]).serialized()
+        sink = RecordingSink(datagram: packet)
+        packet.withUnsafeBytes { core.receive(datagram: $0, from: .ipv4(127, 0, 0, 1, port: 9), now: now + UInt64(rounds) + 1, into: &sink) }
+        #expect(sink.toAddresses.count == 2)
     }
 }
