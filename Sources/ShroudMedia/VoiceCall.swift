@@ -49,8 +49,9 @@ public final class VoiceCall: @unchecked Sendable {
     private let mixer: VoiceMixer
     private let lock = NSLock()
     private let send: @Sendable ([UInt8]) -> Void
-    /// When the call's clock started (tick 0).
-    public let start = ContinuousClock.now
+    /// The origin of the mixer's clock (the call's creation).
+    private let start = ContinuousClock.now
+    private var firstTickInstant: ContinuousClock.Instant?
     private var sentFrames = 0
 
     /// `sender` is nil for a listen-only member; `send` carries datagrams (media and NACKs) to the relay.
@@ -75,20 +76,30 @@ public final class VoiceCall: @unchecked Sendable {
         return mixer.statistics
     }
 
+    /// When `run` played its first tick: tick k is due at this instant + k × 20 ms. Starting the
+    /// ticks at `run` rather than at creation means time spent setting up (binding, joining) is
+    /// not caught up with a burst of frames, which would start every listener's playout late.
+    public var firstTick: ContinuousClock.Instant? {
+        lock.lock(); defer { lock.unlock() }
+        return firstTickInstant
+    }
+
     public var framesSent: Int {
         lock.lock(); defer { lock.unlock() }
         return sentFrames
     }
 
     /// Runs for `duration` (or until the source ends, when `stopAtEndOfSource`), paced on the
-    /// monotonic clock: tick k happens at start + k × 20 ms, however late the previous one was.
+    /// monotonic clock: tick k happens at `firstTick` + k × 20 ms, however late the previous one was.
     /// `onTick` is called after each tick (for live statistics).
     public func run(source: VoiceSource?, sink: VoiceSink?, duration: Duration, stopAtEndOfSource: Bool = false,
                     onTick: ((Int) -> Void)? = nil) throws {
         let ticks = Int(duration / VoiceSettings.frameDuration)
         var source = source
+        let first = ContinuousClock.now
+        lock.lock(); firstTickInstant = first; lock.unlock()
         for tick in 0..<ticks {
-            let due = start + VoiceSettings.frameDuration * tick
+            let due = first + VoiceSettings.frameDuration * tick
             if due > ContinuousClock.now { Thread.sleep(forTimeInterval: Double((due - ContinuousClock.now) / .microseconds(1)) / 1e6) }
             if let current = source, let sender {
                 if let frame = try current.nextFrame() {
