@@ -102,6 +102,35 @@ public final class VoiceMixer {
         public var playoutDelay: Duration = .zero
         public var bufferDepth = 0
         public var mixedFrames = 0
+
+        /// Lost frames as a share of frames due (played or lost), 0…1.
+        public var lossRatio: Double {
+            let due = received + lost
+            return due == 0 ? 0 : Double(lost) / Double(due)
+        }
+
+        private static func ms(_ d: Duration) -> Double { (d / .microseconds(1) / 1000 * 10).rounded() / 10 }
+
+        /// One JSON object (a `--json` statistics line); `roundTrip` is the transport's, if known.
+        public func jsonLine(roundTrip: Duration? = nil) -> String {
+            let loss = (lossRatio * 10_000).rounded() / 100
+            var fields = [
+                "\"speakers\":\(streams)", "\"received\":\(received)", "\"lost\":\(lost)", "\"loss_percent\":\(loss)",
+                "\"recovered_nack\":\(recoveredByNACK)", "\"recovered_fec\":\(recoveredByFEC)", "\"concealed\":\(concealed)",
+                "\"nacks_sent\":\(nacksSent)", "\"undecryptable\":\(undecryptable)", "\"jitter_ms\":\(Self.ms(jitter))",
+                "\"nack_rtt_ms\":\(Self.ms(nackRoundTrip))", "\"playout_delay_ms\":\(Self.ms(playoutDelay))",
+                "\"buffer_frames\":\(bufferDepth)",
+            ]
+            if let roundTrip { fields.append("\"rtt_ms\":\(Self.ms(roundTrip))") }
+            return "{" + fields.joined(separator: ",") + "}"
+        }
+
+        /// One short line for a terminal.
+        public func summary(roundTrip: Duration? = nil) -> String {
+            let rtt = roundTrip.map { String(format: " rtt %.0f ms", Self.ms($0)) } ?? ""
+            return String(format: "speakers %d  loss %.1f%%  jitter %.1f ms  buffer %d  nack %d (recovered %d)  fec %d%@",
+                          streams, lossRatio * 100, Self.ms(jitter), bufferDepth, nacksSent, recoveredByNACK, recoveredByFEC, rtt)
+        }
     }
 
     private final class Speaker {

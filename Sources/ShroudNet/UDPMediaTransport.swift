@@ -18,6 +18,8 @@ public final class UDPMediaTransport: @unchecked Sendable {
     private let bound = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let received = Atomic<Int>(0)
+    /// Microseconds between the latest bind and its answer; 0 until one was answered.
+    private let bindRoundTrip = Atomic<Int>(0)
 
     /// `relayHost` is an IPv4 or IPv6 literal.
     public init(relayHost: String, relayPort: UInt16, token: MediaToken, localHost: String? = nil) throws {
@@ -45,6 +47,12 @@ public final class UDPMediaTransport: @unchecked Sendable {
 
     public var isBound: Bool { bound.load(ordering: .acquiring) }
     public var datagramsReceived: Int { received.load(ordering: .relaxed) }
+    /// The round trip of the latest answered bind (the relay answers at once, so this is the
+    /// network's round trip), or nil before the first answer.
+    public var roundTrip: Duration? {
+        let micros = bindRoundTrip.load(ordering: .relaxed)
+        return micros > 0 ? .microseconds(micros) : nil
+    }
 
     /// Starts the receive thread (which also repeats the bind).
     public func start(onDatagram: @escaping @Sendable ([UInt8]) -> Void) {
@@ -52,10 +60,12 @@ public final class UDPMediaTransport: @unchecked Sendable {
         Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: MediaPlane.maxDatagramBytes + 1)
             var nextBind: UInt64 = 0
+            var bindSent = ContinuousClock.now
             while running.load(ordering: .acquiring) {
                 let now = systemMilliseconds()
                 if now >= nextBind {
                     send(bind)
+                    bindSent = ContinuousClock.now
                     // Until the relay answers, retry quickly; then at the refresh interval.
                     nextBind = now + (isBound ? Self.bindRefreshMilliseconds : 200)
                 }
@@ -65,7 +75,11 @@ public final class UDPMediaTransport: @unchecked Sendable {
                 guard n > 0, n <= MediaPlane.maxDatagramBytes, from.low == relay.low, from.high == relay.high, from.port == relay.port else { continue }
                 let datagram = Array(buffer[0..<n])
                 if MediaBind.isBind(firstByte: datagram[0]) {
-                    if datagram == [MediaBind.boundByte] + bind.dropFirst() { bound.store(true, ordering: .releasing) }
+                    if datagram == [MediaBind.boundByte] + bind.dropFirst() {
+                        let elapsed = ContinuousClock.now - bindSent
+                        bindRoundTrip.store(max(1, Int(elapsed / .microseconds(1))), ordering: .relaxed)
+                        bound.store(true, ordering: .releasing)
+                    }
                     continue
                 }
                 received.add(1, ordering: .relaxed)

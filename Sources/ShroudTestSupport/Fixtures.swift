@@ -94,26 +94,78 @@ public enum AudioQuality {
     /// Largest normalised cross-correlation between `reference` and `signal` over lags
     /// 0...maxLag (signal delayed relative to reference). 1 means identical up to a gain; a codec
     /// that keeps the waveform scores above 0.9, unrelated audio near 0.
-    /// For a real-time call, whose jitter buffer moves the audio in 20 ms steps: the median, over
-    /// half-second pieces of the reference with speech in them (RMS at least a tenth of the whole),
-    /// of the waveform correlation at the best lag within ±25 ms of the previous piece's lag (the
-    /// first lag from `alignedCorrelation`). A buffer step moves the lag of later pieces only a
-    /// little, so each piece is compared at its own alignment; wrong audio finds no lag that fits.
-    public static func trackedCorrelation(_ reference: [Int16], _ signal: [Int16]) -> Double {
-        let piece = 24_000, window = 1_200
-        var lag = alignedCorrelation(reference[...], signal).lag
-        let loud = rms(reference[...]) / 10
-        var values: [Double] = []
-        for start in stride(from: 0, to: reference.count - piece, by: piece) {
-            let part = Array(reference[start ..< start + piece])
-            let from = max(0, start + lag - window)
-            guard from < signal.count else { break }
-            let best = maxCorrelation(part, Array(signal[from ..< min(signal.count, from + piece + 2 * window)]), maxLag: 2 * window)
-            lag = from + best.lag - start
-            if rms(part[...]) >= loud { values.append(best.value) }
+    /// How well a recorded call matches the speech that was spoken, robust to what a real-time call
+    /// does to the timeline (the jitter buffer moves the audio in 20 ms steps; concealment replaces
+    /// lost frames with similar-sounding audio):
+    /// - `envelope`: median over one-second pieces (with speech in them) of the correlation of the
+    ///   10 ms RMS envelopes, each piece at its best lag within ±100 ms of the previous piece's;
+    /// - `spectral`: correlation of the log-magnitude spectrograms (20 ms frames, 24 log-spaced
+    ///   frequencies from 100 Hz to 4 kHz) of reference and recording, each frame at its piece's lag;
+    /// - `lag`: the first piece's lag in samples (the delay of the recording).
+    public static func speechMatch(_ reference: [Int16], _ signal: [Int16]) -> (envelope: Double, spectral: Double, lag: Int) {
+        let block = 480, pieceBlocks = 100, drift = 10
+        func envelope(_ x: [Int16]) -> [Double] {
+            stride(from: 0, to: x.count - block + 1, by: block).map { rms(x[$0 ..< $0 + block]) }
         }
-        values.sort()
-        return values.isEmpty ? 0 : values[values.count / 2]
+        func pearson(_ a: ArraySlice<Double>, _ b: ArraySlice<Double>) -> Double {
+            let n = Double(a.count)
+            guard n > 1 else { return 0 }
+            let ma = a.reduce(0, +) / n, mb = b.reduce(0, +) / n
+            var dot = 0.0, ea = 0.0, eb = 0.0
+            for (x, y) in zip(a, b) { dot += (x - ma) * (y - mb); ea += (x - ma) * (x - ma); eb += (y - mb) * (y - mb) }
+            return dot / max(1e-12, (ea * eb).squareRoot())
+        }
+        let a = envelope(reference), b = envelope(signal)
+        guard a.count > pieceBlocks, b.count > pieceBlocks else { return (0, 0, 0) }
+        // First lag: the best over 0…600 ms for the first piece.
+        var lag = 0, bestFirst = -2.0
+        for candidate in 0 ... 60 where candidate + pieceBlocks <= b.count {
+            let c = pearson(a[0 ..< pieceBlocks], b[candidate ..< candidate + pieceBlocks])
+            if c > bestFirst { bestFirst = c; lag = candidate }
+        }
+        let firstLag = lag
+        let loud = a.reduce(0, +) / Double(a.count) / 4
+        var envelopeValues: [Double] = []
+        var pieceLags: [(start: Int, lag: Int)] = []
+        for start in stride(from: 0, through: a.count - pieceBlocks, by: pieceBlocks) {
+            var best = (value: -2.0, lag: lag)
+            for candidate in max(0, lag - drift) ... lag + drift where start + candidate + pieceBlocks <= b.count {
+                let c = pearson(a[start ..< start + pieceBlocks], b[start + candidate ..< start + candidate + pieceBlocks])
+                if c > best.value { best = (c, candidate) }
+            }
+            guard best.value > -2 else { break }
+            lag = best.lag
+            pieceLags.append((start, lag))
+            if a[start ..< start + pieceBlocks].reduce(0, +) / Double(pieceBlocks) >= loud { envelopeValues.append(best.value) }
+        }
+        envelopeValues.sort()
+        let envelopeMedian = envelopeValues.isEmpty ? 0 : envelopeValues[envelopeValues.count / 2]
+
+        // Spectrograms at 24 log-spaced frequencies, Hann-windowed 20 ms frames.
+        let frame = 960
+        let frequencies = (0 ..< 24).map { 100 * pow(40.0, Double($0) / 23) }
+        let window = (0 ..< frame).map { 0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(frame - 1)) }
+        let tables = frequencies.map { f in (0 ..< frame).map { (cos(2 * Double.pi * f * Double($0) / 48_000), sin(2 * Double.pi * f * Double($0) / 48_000)) } }
+        func spectrum(_ x: [Int16], at start: Int) -> [Double] {
+            tables.map { table in
+                var re = 0.0, im = 0.0
+                for i in 0 ..< frame {
+                    let v = Double(x[start + i]) * window[i]
+                    re += v * table[i].0; im += v * table[i].1
+                }
+                return log10(1 + (re * re + im * im).squareRoot())
+            }
+        }
+        var reference24: [Double] = [], signal24: [Double] = []
+        for piece in pieceLags {
+            for f in stride(from: piece.start * block, to: (piece.start + pieceBlocks) * block - frame + 1, by: frame) {
+                let g = f + piece.lag * block
+                guard g + frame <= signal.count, f + frame <= reference.count else { continue }
+                reference24 += spectrum(reference, at: f)
+                signal24 += spectrum(signal, at: g)
+            }
+        }
+        return (envelopeMedian, pearson(reference24[...], signal24[...]), firstLag * block)
     }
 
     public static func maxCorrelation(_ reference: [Int16], _ signal: [Int16], maxLag: Int) -> (value: Double, lag: Int) {

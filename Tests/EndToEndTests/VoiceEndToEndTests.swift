@@ -92,6 +92,7 @@ final class SharedTestKeys: MediaKeyProvider, @unchecked Sendable {
                 let call = VoiceCall(sender: sender, mixer: VoiceMixer(keys: ring, ownStream: stream), send: { transport.send($0) })
                 transport.start { call.receive($0) }
                 #expect(transport.waitUntilBound(timeout: .seconds(5)), "UDP bind answered")
+                #expect(transport.roundTrip != nil)
                 calls.append(call); transports.append(transport)
             }
         }
@@ -118,25 +119,27 @@ final class SharedTestKeys: MediaKeyProvider, @unchecked Sendable {
         for _ in calls { done.wait() }
         #expect(failure.value == nil)
 
-        // Thresholds (AudioQuality.trackedCorrelation: per half second, at its own alignment): the
-        // codec alone scores 0.92, so the clean call must stay near it (0.85); through 10 % loss
-        // and 30 ms jitter each way (19 % end to end) concealed frames and jitter-buffer steps
-        // lower it: runs scored 0.67–0.91, so above 0.5. The control, the same recording against
-        // the speech played backwards, scored 0.05–0.07 and must stay below 0.4.
+        // Thresholds (AudioQuality.speechMatch: envelope and spectrogram correlation, each piece at
+        // its own alignment, so 20 ms jitter-buffer steps do not count as errors). Measured: clean
+        // envelope 0.97 and spectral 0.93; through 10 % loss and 30 ms jitter each way (19 % end
+        // to end) envelope 0.97 and spectral 0.89 (concealed frames blur the spectrogram). The
+        // control — the recording against the speech played backwards: the same sounds and
+        // long-term spectrum in the wrong order — scored envelope 0.50–0.52 (the per-piece lag
+        // search finds partial fits) and spectral 0.27–0.30. Bars between the two: envelope 0.85,
+        // spectral 0.85 clean and 0.75 impaired; the control must stay below 0.7 and 0.5.
         for (index, recording) in recordings.value.enumerated() {
             let listener = calls[index + 1]
             let statistics = listener.statistics
-            let score = AudioQuality.trackedCorrelation(speech, recording.samples)
-            // Carol's own hop is TCP, so in the impaired run only Alice's uplink loses packets.
-            #expect(score > (impaired ? 0.5 : 0.85), "listener \(index): \(score) \(statistics)")
-            let control = AudioQuality.trackedCorrelation(Array(speech.reversed()), recording.samples)
-            #expect(control < 0.4, "control \(control)")
-            let envelope = AudioQuality.alignedCorrelation(speech[...], recording.samples)
+            let match = AudioQuality.speechMatch(speech, recording.samples)
+            let control = AudioQuality.speechMatch(Array(speech.reversed()), recording.samples)
+            #expect(match.envelope > 0.85, "listener \(index): \(match) \(statistics)")
+            #expect(match.spectral > (impaired ? 0.75 : 0.85), "listener \(index): \(match) \(statistics)")
+            #expect(control.envelope < 0.7 && control.spectral < 0.5, "control \(control)")
             // Mouth to ear: the recording's lag behind the speech, corrected for when each call's
-            // clock started, minus the 6.5 ms encoder lookahead that any Opus path has.
+            // first tick happened.
             let offset = Double((try #require(listener.firstTick) - (try #require(calls[0].firstTick))) / .microseconds(1)) / 1000
-            let mouthToEar = Double(envelope.lag) / 48 + offset
-            print("voice e2e impaired=\(impaired) listener=\(index == 0 ? "udp" : "websocket") correlation=\(score) control=\(control) mouth-to-ear=\(String(format: "%.1f", mouthToEar)) ms \(statistics)")
+            let mouthToEar = Double(match.lag) / 48 + offset
+            print("voice e2e impaired=\(impaired) listener=\(index == 0 ? "udp" : "websocket") match=\(match) control=\(control) mouth-to-ear=\(String(format: "%.1f", mouthToEar)) ms \(statistics.jsonLine())")
             #expect(mouthToEar > 0 && mouthToEar < (impaired ? 600 : 200), "mouth to ear \(mouthToEar) ms")
             #expect(statistics.undecryptable == 0)
             if impaired {

@@ -197,6 +197,10 @@ func mediaKey(_ byte: UInt8) -> SecureBytes { SecureBytes(copying: [UInt8](repea
         #expect(mixer.statistics.received == 1)
         _ = mixer.receive([0x40, 1, 2], now: .milliseconds(40))
         #expect(mixer.statistics.malformed == 1)
+        let line = mixer.statistics.jsonLine(roundTrip: .milliseconds(12))
+        #expect(line.hasPrefix("{\"speakers\":1,\"received\":1,\"lost\":0,\"loss_percent\":0.0,"))
+        #expect(line.contains("\"undecryptable\":2") && line.hasSuffix("\"rtt_ms\":12.0}"))
+        #expect(mixer.statistics.summary().hasPrefix("speakers 1  loss 0.0%"))
         #expect(throws: VoiceEngineError.wrongFrameSize(959)) { try sender.datagram(for: Array(frame.prefix(959))) }
         #expect(throws: VoiceEngineError.noSendKey) { try VoiceSender(streamID: 1, keys: listening).datagram(for: frame) }
     }
