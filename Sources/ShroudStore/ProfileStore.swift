@@ -97,6 +97,7 @@ public final class ProfileStore: Sendable {
             }
         }
         migrator.registerMigration("v2-session-stores-and-contacts", migrate: SessionStoreSchema.create)
+        migrator.registerMigration("v3-channels", migrate: ChannelBook.createSchema)
         return migrator
     }
 

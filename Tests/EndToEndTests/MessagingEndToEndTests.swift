@@ -103,10 +103,10 @@ import Testing
         #expect(try run(shroud, ["--home", bob, "contact", "add", "alice", aliceID]).status == 0)
 
         var (relay, port) = try startRelay(in: relayDir)
-        // Bob publishes his identity card and prekeys once, then goes offline.
+        // Bob publishes his agreement key and prekeys once, then goes offline.
         let connected = try shroudAt(bob, port, ["connect", "--json"])
         #expect(connected.status == 0, "\(connected.stderr)")
-        #expect(connected.jsonLines.first?["identity_card_published"] as? Bool == true)
+        #expect(connected.jsonLines.first?["signed_published"] as? Bool == true)
 
         let texts = ["first: hello bob", "second: ünïcödé ✓", "third: the last one"]
         for text in texts {

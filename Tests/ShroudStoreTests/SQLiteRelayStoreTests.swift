@@ -77,7 +77,9 @@ import ShroudCrypto
         let signed = SignedPrekey(id: 1, key: try PrekeyPublicKey([UInt8](repeating: 1, count: 32)),
                                   signature: try Ed25519Signature([UInt8](repeating: 2, count: 64)))
         let keys = (0..<100).map { OneTimePrekey(id: UInt32($0), key: try! PrekeyPublicKey([UInt8](repeating: UInt8($0), count: 32))) }
-        #expect(try first.publishPrekeys(owner: owner, signed: signed, oneTime: keys, maximumOneTime: 500))
+        let agreement = IdentityAgreementKey(key: try PrekeyPublicKey([UInt8](repeating: 3, count: 32)),
+                                             signature: try Ed25519Signature([UInt8](repeating: 4, count: 64)))
+        #expect(try first.publishPrekeys(owner: owner, agreement: agreement, signed: signed, oneTime: keys, maximumOneTime: 500))
         let stores = [first, second]
         let handedOut = try await withThrowingTaskGroup(of: [UInt32].self) { group in
             for worker in 0..<4 {
