@@ -145,13 +145,34 @@ import Testing
         try ok(alice, port, ["channel", "create", "lobby"])
         let invite = try #require(try ok(alice, port, ["channel", "invite", "lobby"]).first?["invite"] as? String)
         try ok(bob, port, ["channel", "join", invite])
-        let listener = try BackgroundProcess(shroud, ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "--json", "listen"],
-                                             environment: passphrase)
-        defer { _ = listener.stop(SIGKILL) }
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: shroud)
+        listener.arguments = ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "--json", "listen"]
+        listener.environment = ProcessInfo.processInfo.environment.merging(passphrase) { $1 }
+        let output = Pipe()
+        listener.standardOutput = output
+        listener.standardError = FileHandle.nullDevice
+        let lines = LineBuffer()
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { lines.append(data) }
+        }
+        try runWithSignalsUnblocked(listener)
+        defer { if listener.isRunning { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() } }
+
         try ok(alice, port, ["channel", "send", "lobby", "live one"])
-        let line = try listener.waitForLine(containing: "live one")
-        #expect(line.contains("\"channel_name\":\"lobby\""), "\(line)")
-        #expect(listener.stop(SIGTERM) == 0)
+        let deadline = Date().addingTimeInterval(30)
+        var printed: [[String: Any]] = []
+        while Date() < deadline {
+            printed = lines.lines().compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            if !printed.isEmpty { break }
+            usleep(50_000)
+        }
+        #expect(texts(printed) == ["live one"])
+        #expect(printed.first?["channel_name"] as? String == "lobby")
+        kill(listener.processIdentifier, SIGTERM)
+        listener.waitUntilExit()
+        #expect(listener.terminationStatus == 0)
         // Shown by `listen`, so not again by `channel read`.
         #expect(texts(try ok(bob, port, ["channel", "read", "lobby"])).isEmpty)
     }
