@@ -89,14 +89,14 @@ public final class ChannelBook {
 
     public func all() throws -> [LocalChannel] {
         let rows = try profile.wrap {
-            try profile.database.read { db in try Row.fetchAll(db, sql: "SELECT id, sealed_record FROM channel ORDER BY rowid") }
+            try profile.read { db in try Row.fetchAll(db, sql: "SELECT id, sealed_record FROM channel ORDER BY rowid") }
         }
         return try rows.map { try open(id: [UInt8]($0["id"] as Data), sealed: [UInt8]($0["sealed_record"] as Data)) }
     }
 
     public func channel(_ id: ChannelID) throws -> LocalChannel? {
         guard let sealed = try profile.wrap({
-            try profile.database.read { db in try Data.fetchOne(db, sql: "SELECT sealed_record FROM channel WHERE id = ?", arguments: [Data(id.bytes)]) }
+            try profile.read { db in try Data.fetchOne(db, sql: "SELECT sealed_record FROM channel WHERE id = ?", arguments: [Data(id.bytes)]) }
         }) else { return nil }
         return try open(id: id.bytes, sealed: [UInt8](sealed))
     }
@@ -118,7 +118,7 @@ public final class ChannelBook {
     public func save(_ channel: LocalChannel) throws {
         let sealed = try cipher.seal(channel.serialize(), table: "channel", row: [channel.id.bytes])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: """
                     INSERT INTO channel (id, sealed_record) VALUES (?, ?)
                     ON CONFLICT (id) DO UPDATE SET sealed_record = excluded.sealed_record
@@ -138,7 +138,7 @@ public final class ChannelBook {
     /// The highest sequence stored (and so acknowledged) for the channel.
     public func storedThrough(_ id: ChannelID) throws -> UInt64 {
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 UInt64(try Int64.fetchOne(db, sql: "SELECT stored_through FROM channel WHERE id = ?", arguments: [Data(id.bytes)]) ?? 0)
             }
         }
@@ -148,7 +148,7 @@ public final class ChannelBook {
     /// Returns false (and stores nothing) if the channel is unknown or the sequence already stored.
     public func storeDelivery(channel id: ChannelID, sequence: UInt64, receivedAt: UInt64, blob: [UInt8]) throws -> Bool {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 guard let through = try Int64.fetchOne(db, sql: "SELECT stored_through FROM channel WHERE id = ?", arguments: [Data(id.bytes)]),
                       sequence > UInt64(through) else { return false }
                 try db.execute(sql: "INSERT OR REPLACE INTO channel_message (channel, sequence, received_at, decrypted, record) VALUES (?, ?, ?, 0, ?)",
@@ -162,7 +162,7 @@ public final class ChannelBook {
     /// Every stored message of the channel, oldest first; decrypted ones opened.
     public func entries(channel id: ChannelID) throws -> [StoredChannelEntry] {
         let rows = try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 try Row.fetchAll(db, sql: "SELECT sequence, received_at, decrypted, record FROM channel_message WHERE channel = ? ORDER BY sequence",
                                  arguments: [Data(id.bytes)])
             }
@@ -184,7 +184,7 @@ public final class ChannelBook {
     public func markDecrypted(channel id: ChannelID, sequence: UInt64, sender: [UInt8], payload: ChannelPayload) throws {
         let sealed = try cipher.seal(sender + payload.serialize(), table: "channel_message", row: [id.bytes, sequenceKey(sequence)])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "UPDATE channel_message SET decrypted = 1, record = ? WHERE channel = ? AND sequence = ?",
                                arguments: [Data(sealed), Data(id.bytes), Int64(sequence)])
             }
@@ -194,7 +194,7 @@ public final class ChannelBook {
     /// Deletes a message once shown (or given up on).
     public func remove(channel id: ChannelID, sequence: UInt64) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "DELETE FROM channel_message WHERE channel = ? AND sequence = ?", arguments: [Data(id.bytes), Int64(sequence)])
             }
         }

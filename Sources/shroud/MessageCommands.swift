@@ -278,40 +278,55 @@ final class MessagingClient {
     }
 
     /// One direct delivery: skip if already processed; else take it from the inbox (decrypted by an
-    /// earlier run that stopped before showing it) or open and decrypt it. Text is put in the inbox
-    /// and shown; a sender key is installed silently. Either is then marked processed, and only
-    /// then acknowledged. A message that cannot be opened is reported on stderr and acknowledged,
-    /// since it never will open.
+    /// earlier run that stopped before showing it) or open and decrypt it — the ratchet step and
+    /// its result (the inbox row for text; the installed key and the processed mark for a sender
+    /// key) commit in one transaction, so no crash can consume a message key without keeping the
+    /// message. Text is then shown, and marked processed with its inbox row deleted (one
+    /// transaction); only then is the delivery acknowledged. A message that cannot be opened is
+    /// reported on stderr, marked and acknowledged, since it never will open.
     private func handleDirect(id: MessageID, receivedAt: UInt64, blob: [UInt8], random: inout some RandomSource,
                               show: (ReceivedMessage) -> Void, keepingText: Bool) throws {
         let processedKey = RelaySettings.processedMessageKey(id)
         if try profile.store.setting(processedKey) == nil {
             do {
-                let (senderKey, payload) = try inboxEntry(id) ?? decrypt(id, blob: blob, random: &random)
-                switch payload {
-                case .text where keepingText:
-                    return
-                case let .text(direct):
-                    let senderID = try IdentityID(signingKey: senderKey)
+                let entry: (sender: [UInt8], payload: DirectPayload)
+                if let stored = try inboxEntry(id) {
+                    entry = stored
+                } else {
+                    entry = try profile.store.atomically {
+                        let opened = try decrypt(id, blob: blob, random: &random)
+                        if case let .senderKey(channel, distribution) = opened.payload {
+                            // Only for channels this profile is in: a stranger cannot fill the key store.
+                            if try channels.channel(channel)?.isMember == true {
+                                try SenderKeyCipher.process(distribution, channel: channel.bytes, sender: opened.sender, store: senderKeys)
+                            }
+                            try profile.store.setSetting(processedKey, String(receivedAt))
+                        }
+                        return opened
+                    }
+                }
+                if case let .text(direct) = entry.payload {
+                    // `channel read` leaves text for `msg read`: decrypted into the inbox, not acknowledged.
+                    if keepingText { return }
+                    let senderID = try IdentityID(signingKey: entry.sender)
                     let name = try book.contact(for: senderID)?.name ?? senderID.text
                     show(ReceivedMessage(id: id, from: name, fromID: senderID.text, sentAt: direct.sentAt, receivedAt: receivedAt,
                                          text: direct.text))
-                case let .senderKey(channel, distribution):
-                    // Only for channels this profile is in: a stranger cannot fill the key store.
-                    if try channels.channel(channel)?.isMember == true {
-                        try SenderKeyCipher.process(distribution, channel: channel.bytes, sender: senderKey, store: senderKeys)
+                    try profile.store.atomically {
+                        try profile.store.setSetting(processedKey, String(receivedAt))
+                        try profile.store.removeSealedSecret(named: Self.inboxName(id))
                     }
                 }
             } catch {
                 FileHandle.standardError.write(Data("shroud: dropped undecryptable message \(Hex.encode(id.bytes)): \(oneLine(error))\n".utf8))
+                try profile.store.setSetting(processedKey, String(receivedAt))
             }
-            try profile.store.setSetting(processedKey, String(receivedAt))
         }
         _ = try session.request(.acknowledgeDirect([id]))
     }
 
-    /// The inbox keeps every decrypted text message, sealed by the profile's row cipher, under
-    /// `dm-inbox:<id hex>` in the `sealed_secret` table: sender Ed25519 key (32) ‖ DirectPayload.
+    /// The inbox keeps each decrypted text message until it is shown, sealed by the profile's row
+    /// cipher, under `dm-inbox:<id hex>` in the `sealed_secret` table: sender Ed25519 key (32) ‖ DirectPayload.
     private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + Hex.encode(id.bytes) }
     private static let inboxTable = "sealed_secret"
 

@@ -77,3 +77,39 @@ import Testing
         #expect(try book.storedThrough(plans.id) == 5)
     }
 }
+
+@Suite struct ProfileTransactionTests {
+    struct Stop: Error {}
+
+    /// Everything written inside `atomically` (through any store on the profile) commits together,
+    /// or, when the body throws, not at all; reads inside see the uncommitted writes.
+    @Test func writesInsideAtomicallyCommitTogetherOrNotAtAll() throws {
+        let profile = try TestProfile(seed: 84)
+        var random = SeededRandom(seed: 85)
+        let book = ChannelBook(profile: profile.profile, secrets: profile.secrets)
+        let plans = LocalChannel(id: try ChannelID([UInt8](repeating: 1, count: 16)), secret: ChannelSecret(random: &random),
+                                 name: "plans", visibility: .open)
+        #expect(throws: Stop.self) {
+            try profile.profile.atomically {
+                try book.save(plans)
+                try profile.profile.setSetting("marker", "1")
+                #expect(try book.channel(plans.id) == plans)
+                #expect(try profile.profile.setting("marker") == "1")
+                // Nested: part of the same transaction.
+                try profile.profile.atomically { try profile.profile.storeSealedSecret([1, 2, 3], named: "inbox-row") }
+                throw Stop()
+            }
+        }
+        #expect(try book.channel(plans.id) == nil)
+        #expect(try profile.profile.setting("marker") == nil)
+        #expect(try profile.profile.sealedSecret(named: "inbox-row") == nil)
+
+        try profile.profile.atomically {
+            try book.save(plans)
+            try profile.profile.storeSealedSecret([1, 2, 3], named: "inbox-row")
+        }
+        #expect(try book.channel(plans.id) == plans)
+        try profile.profile.removeSealedSecret(named: "inbox-row")
+        #expect(try profile.profile.sealedSecret(named: "inbox-row") == nil)
+    }
+}
