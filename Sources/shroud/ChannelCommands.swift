@@ -22,6 +22,15 @@ struct ChannelCommand: ParsableCommand {
         @Flag(help: "Joining needs an invite (otherwise anyone who knows the id may join, though only invitees can read).")
         var `private` = false
 
+        func validate() throws {
+            guard !name.isEmpty, name.utf8.count <= ChannelSecret.maximumNameBytes else {
+                throw ValidationError("a channel name is 1 to \(ChannelSecret.maximumNameBytes) UTF-8 bytes")
+            }
+            guard !ChannelInvite.looksLikeInvite(name), !(name.count == 2 * ChannelID.size && Hex.decode(name) != nil) else {
+                throw ValidationError("a channel name may not look like an invite or a channel id")
+            }
+        }
+
         func run() throws {
             try withChannels(global) { channels, random in
                 let local = try channels.create(name: name, visibility: self.private ? .invitation : .open, random: &random)
@@ -62,11 +71,14 @@ struct ChannelCommand: ParsableCommand {
         @Argument(help: "An invite (shroud-invite-1.…) or a known channel's name or id.") var target: String
 
         func run() throws {
+            // A damaged invite is refused before any network traffic.
+            var invite: ChannelInvite?
+            if ChannelInvite.looksLikeInvite(target) {
+                do { invite = try ChannelInvite(parsing: target) } catch { throw Failure("not a valid invite: \(oneLine(error))") }
+            }
             try withChannels(global) { channels, _ in
                 let local: LocalChannel
-                if ChannelInvite.looksLikeInvite(target) {
-                    let invite: ChannelInvite
-                    do { invite = try ChannelInvite(parsing: target) } catch { throw Failure("not a valid invite: \(oneLine(error))") }
+                if let invite {
                     local = try channels.join(invite)
                 } else {
                     local = try channels.rejoin(try ChannelCommand.find(target, in: channels))

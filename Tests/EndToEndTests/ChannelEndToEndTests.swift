@@ -76,6 +76,9 @@ import Testing
         Thread.sleep(forTimeInterval: 2.5)
         try refused(carol, port, ["channel", "join", shortLived], "invite")
 
+        // The largest use count and lifetime are accepted.
+        let widest = try #require(try ok(alice, port, ["channel", "invite", name, "--uses", "1000", "--ttl", "30d"]).first)
+        #expect(widest["uses"] as? Int == 1000)
         let double = try #require(try ok(alice, port, ["channel", "invite", name, "--uses", "2", "--ttl", "1h"]).first?["invite"] as? String)
         try ok(carol, port, ["channel", "join", double])
         try ok(dave, port, ["channel", "join", double])
@@ -131,6 +134,28 @@ import Testing
             guard let data = FileManager.default.contents(atPath: relayDir + "/" + file) else { continue }
             for secret in secrets { #expect(data.range(of: Data(secret.utf8)) == nil, "\(file) contains \"\(secret)\"") }
         }
+    }
+
+    /// Invite options past their limits, a malformed invite and a name past its limit are refused
+    /// before any network traffic (no relay runs here).
+    @Test(.timeLimit(.minutes(2))) func badOptionsAndInvitesAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let alice = dir.path + "/alice"
+        _ = try newIdentity(alice)
+        for options in [["--uses", "0"], ["--uses", "1001"], ["--ttl", "0"], ["--ttl", "2592001"], ["--ttl", "31d"], ["--ttl", "1w"], ["--ttl", "-5"]] {
+            let result = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:1", "channel", "invite", "x"] + options, environment: passphrase)
+            #expect(result.status == 2, "\(options): \(result.stderr)")
+        }
+        let damaged = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:1", "channel", "join", "shroud-invite-1.AAAA"], environment: passphrase)
+        #expect(damaged.status == 1 && damaged.stderr.contains("not a valid invite"), "\(damaged.stderr)")
+        let longest = String(repeating: "n", count: 64)
+        for bad in [longest + "n", "", String(repeating: "ab", count: 16)] {
+            let result = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:1", "channel", "create", bad], environment: passphrase)
+            #expect(result.status == 2, "\(bad): \(result.stderr)")
+        }
+        // At the limit the name passes validation (and fails only at the missing relay).
+        let atLimit = try run(shroud, ["--home", alice, "--server", "ws://127.0.0.1:1", "channel", "create", longest], environment: passphrase)
+        #expect(atLimit.status == 1 && atLimit.stderr.contains("cannot reach"), "\(atLimit.stderr)")
     }
 
     @Test(.timeLimit(.minutes(3))) func listenPrintsChannelMessagesAsTheyArrive() throws {
