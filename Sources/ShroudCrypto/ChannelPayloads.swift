@@ -252,9 +252,11 @@ public struct ChannelInvite: Equatable, Sendable {
     }
 }
 
-/// The sender-key rule applied before every channel send (DESIGN.md §1.4): compare the member list
-/// with the set our current sender key was given to. A removed member who holds the key forces a
-/// new key, which then goes to every remaining member; otherwise only members lacking the key get it.
+/// The sender-key rule applied before every channel send (DESIGN.md §1, invariant 4: keys rotate on
+/// every membership change). The profile records which members our current sender key was given
+/// to; if the member list (without us) is not exactly that set — someone joined, left or was
+/// kicked, or an earlier distribution was interrupted — or we have no key yet, a new key is made and
+/// given to every other member. Otherwise nothing needs sending.
 public struct SenderKeyAudience: Equatable, Sendable {
     public var rotate: Bool
     /// The members (Ed25519 keys) to send the distribution to before the message, in member order.
@@ -262,9 +264,8 @@ public struct SenderKeyAudience: Equatable, Sendable {
 
     public static func plan(members: [[UInt8]], holders: Set<[UInt8]>, me: [UInt8], hasKey: Bool) -> SenderKeyAudience {
         let others = members.filter { $0 != me }
-        let current = Set(others)
-        let rotate = !hasKey || !holders.isSubset(of: current)
-        return SenderKeyAudience(rotate: rotate, distributeTo: rotate ? others : others.filter { !holders.contains($0) })
+        let rotate = !hasKey || Set(others) != holders
+        return SenderKeyAudience(rotate: rotate, distributeTo: rotate ? others : [])
     }
 }
 

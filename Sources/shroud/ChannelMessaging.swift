@@ -136,8 +136,9 @@ final class ChannelMessaging {
         var distributed: Int
     }
 
-    /// Sends one payload: first the sender-key rule (rotate if a member who holds our key is gone;
-    /// give the key to every member who lacks it, through the pairwise sessions), then the message.
+    /// Sends one payload: first the sender-key rule (a new key whenever the member list differs from
+    /// the members holding our current key, given to every other member through the pairwise
+    /// sessions), then the message.
     func send(_ payload: ChannelPayload, to channel: LocalChannel, random: inout some RandomSource) throws -> SendOutcome {
         let list = try members(channel).map(\.identity.bytes)
         var local = try book.channel(channel.id) ?? channel
@@ -156,7 +157,8 @@ final class ChannelMessaging {
         let direct = DirectPayload.senderKey(channel: channel.id, distribution: distribution).serialize()
         for member in plan.distributeTo {
             try client.sendPayload(direct, to: member, random: &random)
-            // Recorded per member, so an interrupted send resumes with the members still lacking it.
+            // Recorded per member; an interrupted send leaves holders ≠ members, so the next send
+            // starts over with a new key (never reusing one a removed member might hold).
             local.keyHolders.insert(member)
             try book.save(local)
         }

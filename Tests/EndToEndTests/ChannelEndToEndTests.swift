@@ -51,6 +51,8 @@ import Testing
         let relayDir = dir.path + "/relay"
         try FileManager.default.createDirectory(atPath: relayDir, withIntermediateDirectories: true)
         let alice = dir.path + "/alice", bob = dir.path + "/bob", carol = dir.path + "/carol", dave = dir.path + "/dave"
+        let erin = dir.path + "/erin"
+        _ = try newIdentity(erin)
         let aliceID = try newIdentity(alice)
         _ = try newIdentity(bob)
         _ = try newIdentity(carol)
@@ -79,6 +81,7 @@ import Testing
         // The largest use count and lifetime are accepted.
         let widest = try #require(try ok(alice, port, ["channel", "invite", name, "--uses", "1000", "--ttl", "30d"]).first)
         #expect(widest["uses"] as? Int == 1000)
+        let widestInvite = try #require(widest["invite"] as? String)
         let double = try #require(try ok(alice, port, ["channel", "invite", name, "--uses", "2", "--ttl", "1h"]).first?["invite"] as? String)
         try ok(carol, port, ["channel", "join", double])
         try ok(dave, port, ["channel", "join", double])
@@ -122,12 +125,20 @@ import Testing
         try refused(dave, port, ["channel", "read", name], "not a member")
         try refused(dave, port, ["channel", "send", name, "still here?"], "not a member")
         #expect(try ok(alice, port, ["channel", "members", name]).count == 2)
+
+        // Erin joins late: the next send makes a new key (rotation on join), and Erin's history
+        // starts at the join — none of the earlier messages.
+        try ok(erin, port, ["channel", "join", widestInvite])
+        let afterJoin = try #require(try ok(alice, port, ["channel", "send", name, "welcome erin"]).first)
+        #expect(afterJoin["rotated"] as? Bool == true && afterJoin["distributed"] as? Int == 2)
+        #expect(texts(try ok(erin, port, ["channel", "read", name])) == ["welcome erin"])
+        #expect(texts(try ok(carol, port, ["channel", "read", name])) == ["welcome erin"])
         // A channel the profile does not know at all.
         try refused(dave, port, ["channel", "read", "no-such-channel"], "no channel")
 
         // The relay's files hold neither the channel's name nor any message text.
         #expect(relay.stop(SIGTERM) == 0)
-        let secrets = [name, "hello from alice", "second from alice", "hi from bob", "after bob left", "after dave was kicked"]
+        let secrets = [name, "hello from alice", "second from alice", "hi from bob", "after bob left", "after dave was kicked", "welcome erin"]
         let files = try FileManager.default.subpathsOfDirectory(atPath: relayDir)
         #expect(!files.isEmpty)
         for file in files {

@@ -106,17 +106,19 @@ import ShroudWire
         // Everyone holds it: nothing to do.
         #expect(SenderKeyAudience.plan(members: [me, bob, carol], holders: [bob, carol], me: me, hasKey: true)
                 == SenderKeyAudience(rotate: false, distributeTo: []))
-        // A newcomer lacks it: give it to them only (they cannot read anything older anyway).
+        // A newcomer: a new key for everyone (invariant 4: rotate on join too).
         #expect(SenderKeyAudience.plan(members: [me, bob, carol, dave], holders: [bob, carol], me: me, hasKey: true)
-                == SenderKeyAudience(rotate: false, distributeTo: [dave]))
-        // Bob left (or was kicked) and holds the key: a new key for the remaining members.
+                == SenderKeyAudience(rotate: true, distributeTo: [bob, carol, dave]))
+        // Bob left (or was kicked) and holds the key: a new key for the remaining members only.
+        #expect(SenderKeyAudience.plan(members: [me, carol, dave], holders: [bob, carol, dave], me: me, hasKey: true)
+                == SenderKeyAudience(rotate: true, distributeTo: [carol, dave]))
+        // Bob left and Dave joined in between: still a new key, never given to Bob.
         #expect(SenderKeyAudience.plan(members: [me, carol, dave], holders: [bob, carol], me: me, hasKey: true)
                 == SenderKeyAudience(rotate: true, distributeTo: [carol, dave]))
-        // Bob left and rejoined in between: he still held the old key, but is a member again, so no
-        // rotation is needed for him (he is allowed to read).
-        #expect(SenderKeyAudience.plan(members: [me, bob], holders: [bob], me: me, hasKey: true)
-                == SenderKeyAudience(rotate: false, distributeTo: []))
-        // Alone: nobody to give it to.
+        // An interrupted distribution (Carol never got it): start over with a new key.
+        #expect(SenderKeyAudience.plan(members: [me, bob, carol], holders: [bob], me: me, hasKey: true)
+                == SenderKeyAudience(rotate: true, distributeTo: [bob, carol]))
+        // Alone: nobody to give it to, nothing to rotate for.
         #expect(SenderKeyAudience.plan(members: [me], holders: [], me: me, hasKey: true) == SenderKeyAudience(rotate: false, distributeTo: []))
     }
 
