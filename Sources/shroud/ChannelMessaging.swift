@@ -230,7 +230,15 @@ final class ChannelMessaging {
                 try drop(channel, entry, "its sender key never arrived")
                 continue
             }
-            let payload = try ChannelPayload(parsing: Array(entry.content.dropFirst(32)))
+            let payload: ChannelPayload
+            do {
+                guard entry.content.count > 32 else { throw ProfileError.corrupt("a stored channel message is too short") }
+                payload = try ChannelPayload(parsing: Array(entry.content.dropFirst(32)))
+            } catch {
+                // A damaged row must not block the channel forever.
+                try drop(channel, entry, oneLine(error))
+                continue
+            }
             handle(ReceivedChannelPayload(channel: channel, sequence: sequence, sender: Array(entry.content.prefix(32)),
                                           receivedAt: entry.receivedAt, payload: payload))
             try book.remove(channel: channel.id, sequence: sequence)
