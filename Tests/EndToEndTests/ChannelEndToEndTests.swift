@@ -211,5 +211,19 @@ import Testing
         #expect(listener.terminationStatus == 0)
         // Shown by `listen`, so not again by `channel read`.
         #expect(texts(try ok(bob, port, ["channel", "read", "lobby"])).isEmpty)
+
+        // `channel read --wait` shows what arrives while it waits (Alice's key is unchanged, so only
+        // the channel message travels).
+        final class Box: @unchecked Sendable { var result: RunResult? }
+        let box = Box()
+        let reader = Thread { [self] in box.result = try? self.at(bob, port, ["channel", "read", "lobby", "--wait", "12"]) }
+        reader.start()
+        Thread.sleep(forTimeInterval: 4)
+        try ok(alice, port, ["channel", "send", "lobby", "while waiting"])
+        let waitDeadline = Date().addingTimeInterval(40)
+        while box.result == nil && Date() < waitDeadline { usleep(100_000) }
+        let waited = try #require(box.result)
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(texts(waited.jsonLines) == ["while waiting"])
     }
 }
