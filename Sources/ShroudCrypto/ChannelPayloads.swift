@@ -55,7 +55,7 @@ public enum DirectPayload: Sendable {
 /// What a channel message's sender-key plaintext holds: kind u8 ‖ sent-at u64 ‖ body.
 ///
 /// Kind 0x01 is text (UTF-8 body), shown by `channel read` and `listen`. Kinds 0x10–0x7F are
-/// *control* payloads for other features riding on the channel's sender keys, with opaque bodies
+/// *control* payloads (0x10: `MediaKeyAnnouncement`) for other features riding on the channel's sender keys, with opaque bodies
 /// those features define: 0x10–0x1F voice (e.g. SFrame media keys), 0x20–0x2F screen sharing,
 /// 0x30–0x7F unassigned. Text readers skip control payloads. 0x00, 0x02–0x0F and 0x80–0xFF are refused.
 public struct ChannelPayload: Equatable, Sendable {
@@ -66,6 +66,8 @@ public struct ChannelPayload: Equatable, Sendable {
             self.rawValue = rawValue
         }
         public static let text = Kind(unchecked: 0x01)
+        /// Voice: one member's SFrame media key (`MediaKeyAnnouncement`).
+        public static let mediaKey = Kind(unchecked: 0x10)
         public static let controlRange: ClosedRange<UInt8> = 0x10...0x7F
         public static let voiceRange: ClosedRange<UInt8> = 0x10...0x1F
         public static let screenRange: ClosedRange<UInt8> = 0x20...0x2F
@@ -112,6 +114,73 @@ public struct ChannelPayload: Equatable, Sendable {
         let body = r.readRest()
         if kind == .text, String(validating: body, as: UTF8.self) == nil { throw CryptoError.invalidInput("channel text is not UTF-8") }
         try self.init(kind: kind, sentAt: sentAt, body: body)
+    }
+}
+
+/// Voice: one member's SFrame media key, sent as a channel payload of kind `mediaKey` (0x10), so
+/// it travels under the sender's current sender key and only the channel's current members can
+/// read it (a removed member never holds the rotated sender key).
+///
+///     body = flags u8 ‖ key id u64 ‖ base key (32)
+///
+/// Flag bit 0 (`joining`): the sender just joined the call; every member in the call answers with
+/// its current key (flag clear, so answers never cascade). Other flag bits are refused. The key id
+/// is the SFrame KID the sender's frames carry; the base key is the SFrame base key (`SFrame`,
+/// AES_256_GCM_SHA512_128), 32 random bytes.
+public struct MediaKeyAnnouncement: Equatable, Sendable {
+    public static let baseKeyLength = 32
+    public static let bodyLength = 1 + 8 + baseKeyLength
+    public static let joiningFlag: UInt8 = 0x01
+
+    public let keyID: UInt64
+    public let baseKey: [UInt8]
+    public let joining: Bool
+
+    public init(keyID: UInt64, baseKey: [UInt8], joining: Bool) throws {
+        guard baseKey.count == Self.baseKeyLength else {
+            throw CryptoError.invalidKey("a media base key is \(Self.baseKeyLength) bytes, not \(baseKey.count)")
+        }
+        self.keyID = keyID; self.baseKey = baseKey; self.joining = joining
+    }
+
+    /// A fresh key: a random 48-bit id (short in every SFrame header; a collision among the few
+    /// keys of one call is negligible and refused by the key ring anyway) and a random base key.
+    public static func random(joining: Bool, random: inout some RandomSource) -> MediaKeyAnnouncement {
+        let idBytes = random.bytes(6)
+        let id = idBytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return MediaKeyAnnouncement(unchecked: id, random.bytes(baseKeyLength), joining)
+    }
+
+    private init(unchecked keyID: UInt64, _ baseKey: [UInt8], _ joining: Bool) {
+        self.keyID = keyID; self.baseKey = baseKey; self.joining = joining
+    }
+
+    public func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.bodyLength)
+        w.write(joining ? Self.joiningFlag : 0); w.write(keyID); w.write(bytes: baseKey)
+        return w.bytes
+    }
+
+    public init(parsing body: [UInt8]) throws {
+        guard body.count == Self.bodyLength else {
+            throw CryptoError.invalidInput("a media key payload is \(Self.bodyLength) bytes, not \(body.count)")
+        }
+        var r = ByteReader(body)
+        let flags = try r.readUInt8("media key flags")
+        guard flags & ~Self.joiningFlag == 0 else { throw CryptoError.invalidInput("unknown media key flags 0x\(String(flags, radix: 16))") }
+        let keyID = try r.readUInt64("media key id")
+        try self.init(keyID: keyID, baseKey: r.readRest(), joining: flags & Self.joiningFlag != 0)
+    }
+
+    /// The channel payload carrying this key.
+    public func payload(sentAt: UInt64) throws -> ChannelPayload {
+        try ChannelPayload(kind: .mediaKey, sentAt: sentAt, body: serialize())
+    }
+
+    /// The key a payload carries; nil for other kinds, throws when a media key payload is malformed.
+    public static func from(_ payload: ChannelPayload) throws -> MediaKeyAnnouncement? {
+        guard payload.kind == .mediaKey else { return nil }
+        return try MediaKeyAnnouncement(parsing: payload.body)
     }
 }
 

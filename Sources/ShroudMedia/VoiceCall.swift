@@ -53,6 +53,7 @@ public final class VoiceCall: @unchecked Sendable {
     private let start = ContinuousClock.now
     private var firstTickInstant: ContinuousClock.Instant?
     private var sentFrames = 0
+    private var stopRequested = false
 
     /// `sender` is nil for a listen-only member; `send` carries datagrams (media and NACKs) to the relay.
     public init(sender: VoiceSender?, mixer: VoiceMixer, send: @escaping @Sendable ([UInt8]) -> Void) {
@@ -84,6 +85,16 @@ public final class VoiceCall: @unchecked Sendable {
         return firstTickInstant
     }
 
+    /// Ends `run` at its next tick (any thread; e.g. on SIGINT).
+    public func stop() {
+        lock.lock(); stopRequested = true; lock.unlock()
+    }
+
+    private var isStopped: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return stopRequested
+    }
+
     public var framesSent: Int {
         lock.lock(); defer { lock.unlock() }
         return sentFrames
@@ -99,6 +110,7 @@ public final class VoiceCall: @unchecked Sendable {
         let first = ContinuousClock.now
         lock.lock(); firstTickInstant = first; lock.unlock()
         for tick in 0..<ticks {
+            if isStopped { break }
             let due = first + VoiceSettings.frameDuration * tick
             if due > ContinuousClock.now { Thread.sleep(forTimeInterval: Double((due - ContinuousClock.now) / .microseconds(1)) / 1e6) }
             if let current = source, let sender {

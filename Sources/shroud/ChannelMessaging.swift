@@ -244,4 +244,21 @@ final class ChannelMessaging {
             try book.remove(channel: channel.id, sequence: sequence)
         }
     }
+
+    /// Hands the channel's decrypted payloads of the given kinds to `handle` in sequence order and
+    /// deletes them; everything else (text for `channel read`, messages still waiting for a sender
+    /// key) stays where it is. The voice call uses it for media keys while it runs.
+    func consumeControl(_ channel: LocalChannel, kinds: ClosedRange<UInt8>, _ handle: (ReceivedChannelPayload) -> Void) throws {
+        for entry in try book.entries(channel: channel.id).sorted(by: { $0.sequence < $1.sequence }) where entry.state == .decrypted {
+            guard entry.content.count > 32, let kind = entry.content.dropFirst(32).first, kinds.contains(kind) else { continue }
+            do {
+                let payload = try ChannelPayload(parsing: Array(entry.content.dropFirst(32)))
+                handle(ReceivedChannelPayload(channel: channel, sequence: entry.sequence, sender: Array(entry.content.prefix(32)),
+                                              receivedAt: entry.receivedAt, payload: payload))
+                try book.remove(channel: channel.id, sequence: entry.sequence)
+            } catch {
+                try drop(channel, entry, oneLine(error))
+            }
+        }
+    }
 }

@@ -242,6 +242,8 @@ final class MessagingClient {
     /// Called with every membership notice, after the profile was updated (the voice plane and
     /// `listen` use it).
     var onMembershipChange: ((ChannelID, IdentityKey, MembershipChange) -> Void)?
+    /// Called with pushed frames this client does not handle itself (e.g. `roomLeft`).
+    var onOtherPush: ((SessionFrame) -> Void)?
 
     private func handle(_ frame: SessionFrame, random: inout some RandomSource, show: (ReceivedMessage) -> Void, keepingText: Bool) throws {
         switch frame.message {
@@ -273,7 +275,7 @@ final class MessagingClient {
             }
             onMembershipChange?(channel, member, change)
         default:
-            break
+            onOtherPush?(frame)
         }
     }
 

@@ -92,6 +92,9 @@ final class RelaySession {
     private let connection: SessionClientConnection
     private var nextRequestID: UInt32 = 1
     private var pushed: [SessionFrame] = []
+    /// Media datagrams of a voice call over the WebSocket fallback go here as soon as they are read
+    /// (also while a reply is awaited), never into the push queue.
+    var onMediaDatagram: (([UInt8]) -> Void)?
 
     /// Connects, checks the relay binding against the one pinned for this URL (pinning it on first
     /// use), and answers the challenge with the identity key.
@@ -153,6 +156,10 @@ final class RelaySession {
                 if case let .error(code, text) = frame.message { throw RelayRefusal(code: code, text: text) }
                 return frame.message
             }
+            if case let .mediaDatagram(datagram) = frame.message, let onMediaDatagram {
+                onMediaDatagram(datagram)
+                continue
+            }
             if case let .error(code, text) = frame.message {
                 // Unsolicited errors (request id 0) precede the relay closing the connection.
                 throw RelayRefusal(code: code, text: text)
@@ -164,8 +171,14 @@ final class RelaySession {
     /// The next frame the relay pushes on its own, or nil when none comes within `timeout` seconds.
     func nextPush(timeout: Double) throws -> SessionFrame? {
         if !pushed.isEmpty { return pushed.removeFirst() }
+        let deadline = Date().addingTimeInterval(timeout)
         do {
-            return try connection.nextBlocking(timeout: max(timeout, 0.001))
+            while true {
+                let frame = try connection.nextBlocking(timeout: max(deadline.timeIntervalSinceNow, 0.001))
+                guard case let .mediaDatagram(datagram) = frame.message, let onMediaDatagram else { return frame }
+                onMediaDatagram(datagram)
+                if deadline.timeIntervalSinceNow <= 0 { return nil }
+            }
         } catch ChannelError.connectTimeout {
             return nil
         } catch let error as ChannelError {
@@ -182,6 +195,9 @@ final class RelaySession {
             throw Failure("lost the connection to the relay at \(address.text): \(error)")
         }
     }
+
+    /// The connection itself, for the WebSocket media fallback's sending side.
+    var mediaConnection: SessionClientConnection { connection }
 
     func close() {
         try? connection.channel.close().wait()

@@ -136,4 +136,58 @@ import ShroudWire
         #expect(ChannelMessageOrder.decide([E(sequence: 1, receivedAt: 5000, state: .waiting)], now: 10) == .init(show: [], giveUp: []))
         #expect(ChannelMessageOrder.decide([], now: 0) == .init(show: [], giveUp: []))
     }
+
+    @Test func mediaKeyAnnouncementRoundTripsAndRefusesMalformedBodies() throws {
+        var random = SeededRandom(seed: 5)
+        for joining in [false, true] {
+            let key = MediaKeyAnnouncement.random(joining: joining, random: &random)
+            #expect(key.keyID < 1 << 48 && key.baseKey.count == 32 && key.joining == joining)
+            let payload = try key.payload(sentAt: 99)
+            #expect(payload.kind == .mediaKey && payload.kind.rawValue == 0x10 && payload.kind.isControl && payload.text == nil)
+            let back = try ChannelPayload(parsing: payload.serialize())
+            #expect(try MediaKeyAnnouncement.from(back) == key)
+            #expect(payload.body.count == MediaKeyAnnouncement.bodyLength)
+        }
+        #expect(try MediaKeyAnnouncement.from(try ChannelPayload.text("hi", sentAt: 1)) == nil)
+        let body = try MediaKeyAnnouncement(keyID: 0xABCDEF, baseKey: [UInt8](repeating: 7, count: 32), joining: true).serialize()
+        #expect(body.prefix(9) == [0x01, 0, 0, 0, 0, 0, 0xAB, 0xCD, 0xEF])
+        for cut in 0..<body.count { #expect(throws: CryptoError.self) { try MediaKeyAnnouncement(parsing: Array(body.prefix(cut))) } }
+        #expect(throws: CryptoError.self) { try MediaKeyAnnouncement(parsing: body + [0]) }
+        #expect(throws: CryptoError.self) { try MediaKeyAnnouncement(parsing: [0x02] + body.dropFirst()) }
+        #expect(throws: CryptoError.self) { try MediaKeyAnnouncement(keyID: 1, baseKey: [1, 2], joining: false) }
+        // A malformed media key inside a well-formed channel payload is refused when read.
+        let bad = try ChannelPayload(kind: .mediaKey, sentAt: 1, body: [0, 1, 2])
+        #expect(throws: CryptoError.self) { try MediaKeyAnnouncement.from(try ChannelPayload(parsing: bad.serialize())) }
+    }
+
+    /// The guarantee voice relies on: after a member is removed, the channel's sender-key rule
+    /// rotates, the new sender key goes to the remaining members only, and the channel message
+    /// carrying the new media key does not open for the removed member.
+    @Test func aRemovedMemberCannotReadTheNextMediaKey() throws {
+        var random = SeededRandom(seed: 6)
+        let alice: [UInt8] = [0xA], bob: [UInt8] = [0xB], carol: [UInt8] = [0xC]
+        let aliceStore = InMemorySenderKeyStore(), bobStore = InMemorySenderKeyStore(), carolStore = InMemorySenderKeyStore()
+        // Before: everyone holds Alice's key and reads her media key.
+        var plan = SenderKeyAudience.plan(members: [alice, bob, carol], holders: [], me: alice, hasKey: false)
+        #expect(plan.rotate && Set(plan.distributeTo) == [bob, carol])
+        let first = try SenderKeyCipher.memberAdded(channel: channel.bytes, store: aliceStore, random: &random)
+        for store in [bobStore, carolStore] { try SenderKeyCipher.process(first, channel: channel.bytes, sender: alice, store: store) }
+        let oldKey = MediaKeyAnnouncement.random(joining: true, random: &random)
+        let oldMessage = try SenderKeyCipher.encrypt(try oldKey.payload(sentAt: 1).serialize(), channel: channel.bytes, store: aliceStore, random: &random)
+        for store in [bobStore, carolStore] {
+            let opened = try ChannelPayload(parsing: try SenderKeyCipher.decrypt(oldMessage, channel: channel.bytes, sender: alice, store: store))
+            #expect(try MediaKeyAnnouncement.from(opened) == oldKey)
+        }
+        // Carol is kicked: the member list no longer matches the holders, so Alice rotates and
+        // distributes to Bob only.
+        plan = SenderKeyAudience.plan(members: [alice, bob], holders: [bob, carol], me: alice, hasKey: true)
+        #expect(plan.rotate && plan.distributeTo == [bob])
+        let second = try SenderKeyCipher.memberAdded(channel: channel.bytes, store: aliceStore, random: &random)
+        try SenderKeyCipher.process(second, channel: channel.bytes, sender: alice, store: bobStore)
+        let newKey = MediaKeyAnnouncement.random(joining: false, random: &random)
+        let newMessage = try SenderKeyCipher.encrypt(try newKey.payload(sentAt: 2).serialize(), channel: channel.bytes, store: aliceStore, random: &random)
+        let opened = try ChannelPayload(parsing: try SenderKeyCipher.decrypt(newMessage, channel: channel.bytes, sender: alice, store: bobStore))
+        #expect(try MediaKeyAnnouncement.from(opened) == newKey)
+        #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(newMessage, channel: channel.bytes, sender: alice, store: carolStore) }
+    }
 }
