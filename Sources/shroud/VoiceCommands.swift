@@ -182,7 +182,7 @@ private final class VoiceSession {
             }
         }
         client.onOtherPush = { frame in
-            if case let .roomLeft(channel) = frame.message, channel == local.id { removed = "the relay ended your place in the call of \"\(local.name)\"" }
+            if case let .roomLeft(channel) = frame.message, channel == local.id { removed = "you were removed from the call of \"\(local.name)\" (you left the channel or were removed from it)" }
         }
         let contacts = ContactBook(profile: profile.store)
         let takeKeys = { [ring, out] in
@@ -205,7 +205,9 @@ private final class VoiceSession {
         let onTerminal = isatty(STDERR_FILENO) == 1 && !out.json
         var nextStatistics = ContinuousClock.now + VoiceCommand.statisticsInterval
         var sessionFailure: String?
-        while finished.wait(timeout: .now()) == .timedOut {
+        var callEnded = false
+        while true {
+            if finished.wait(timeout: .now()) == .success { callEnded = true; break }
             do {
                 try client.receive(until: Date().addingTimeInterval(0.1), random: &random, show: { _ in }, keepingText: true, afterEach: takeKeys)
                 try takeKeys()
@@ -231,7 +233,7 @@ private final class VoiceSession {
                 report(call, udp: udp, onTerminal: onTerminal, final: false)
             }
         }
-        finished.wait()
+        if !callEnded { finished.wait() }
         for source in signalSources { source.cancel() }
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
         report(call, udp: udp, onTerminal: false, final: true)
