@@ -81,6 +81,15 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-impair"),
+        // Load generator against a real relay process: one file per mode (tools/loadgen).
+        .executableTarget(name: "shroud-loadgen", dependencies: [
+            "ShroudWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),

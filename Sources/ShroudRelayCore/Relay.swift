@@ -168,6 +168,35 @@ public final class Relay {
         return drain()
     }
 
+    /// Several frames, from any connections, in arrival order, under one store transaction (group
+    /// commit, `RelayStore.batch`): the returned actions, the `ok`s included, exist only once that
+    /// transaction committed. If the commit fails nothing of the batch is acknowledged: every
+    /// connection that sent a frame in it or would have been written to is closed (and forgotten),
+    /// so that no client and no cursor in memory believes in what the store does not hold; clients
+    /// reconnect and resend what was not acknowledged.
+    public func receive(batch frames: [(ConnectionID, [UInt8])], now: UInt64) -> [RelayAction] {
+        var batchActions: [RelayAction] = []
+        do {
+            try store.batch {
+                for (id, bytes) in frames { batchActions += receive(bytes, from: id, now: now) }
+            }
+            return batchActions
+        } catch {
+            var affected = Set(frames.map(\.0))
+            for action in batchActions {
+                switch action {
+                case let .send(id, _), let .close(id): affected.insert(id)
+                }
+            }
+            // Connections the batch had already closed are closed here too: their own close was
+            // among the discarded actions.
+            return affected.sorted().map { id in
+                forget(id)
+                return .close(id)
+            }
+        }
+    }
+
     /// The adapter finished writing `bytes` (one frame) to the connection. Returns deliveries that
     /// were held back while the connection's outbound queue was half full.
     public func written(_ id: ConnectionID, bytes: Int) -> [RelayAction] {

@@ -11,8 +11,14 @@ import ShroudWire
 ///
 /// The tables hold public keys, channel ids, roles, timestamps and padded ciphertext; no table has a
 /// sender column, so the database cannot pair a direct message's sender with its recipient.
+///
+/// `batch` groups many calls into one transaction (group commit): one commit for all the frames
+/// the relay received together, instead of one per call, each call inside under its own savepoint.
 public final class SQLiteRelayStore: RelayStore {
     private let database: DatabasePool
+    /// The writer connection while a `batch` is open; every call runs on it then. Touched only by
+    /// the thread that calls the store (the relay's loop).
+    private var batchDatabase: Database?
 
     /// Opens (creating if needed) the database at `path`; its directory is created 0700.
     public init(path: String) throws {
@@ -322,14 +328,41 @@ public final class SQLiteRelayStore: RelayStore {
                                   acknowledgedThrough: record.lastSequence))
     }
 
+    public func batch<T>(_ body: () throws -> T) throws -> T {
+        guard batchDatabase == nil else { throw RelayStoreError.storage("batch is not reentrant") }
+        do {
+            return try database.write { db in
+                batchDatabase = db
+                defer { batchDatabase = nil }
+                return try body()
+            }
+        } catch let error as DatabaseError {
+            throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
+        }
+    }
+
     private func write<T>(_ body: (Database) throws -> T) throws -> T {
-        do { return try database.write(body) } catch let error as DatabaseError {
+        do {
+            guard let db = batchDatabase else { return try database.write(body) }
+            // Inside a batch: a savepoint keeps this call all-or-nothing within the open transaction.
+            var result: T?
+            try db.inSavepoint {
+                result = try body(db)
+                return .commit
+            }
+            guard let result else { throw RelayStoreError.storage("savepoint returned no result") }
+            return result
+        } catch let error as DatabaseError {
             throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
         }
     }
 
     private func read<T>(_ body: (Database) throws -> T) throws -> T {
-        do { return try database.read(body) } catch let error as DatabaseError {
+        do {
+            // Inside a batch, read on the writer so that the batch's own uncommitted changes show.
+            if let db = batchDatabase { return try body(db) }
+            return try database.read(body)
+        } catch let error as DatabaseError {
             throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
         }
     }

@@ -31,6 +31,8 @@ let usage = """
       --ice-turn-secret SECRET      SC_ICE_TURN_SECRET
       --admin-token TOKEN           SC_ADMIN_TOKEN
       --log-level LEVEL             trace|debug|info|notice|warning|error (default info)
+      --frames-per-commit N         frames the relay stores under one SQLite commit (default 512;
+                                    1 commits each frame alone, for comparison)
       --version                     print the version and exit
       -h, --help                    print this help and exit
     """
@@ -47,6 +49,7 @@ let flagKeys: [String: RelayConfiguration.Key] = Dictionary(uniqueKeysWithValues
 
 var flags: [RelayConfiguration.Key: String] = [:]
 var logLevel = Logger.Level.info
+var framesPerCommit = RelaySessionDriver.defaultFramesPerCommit
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     let (name, inlineValue): (String, String?) = {
@@ -62,6 +65,11 @@ while let argument = arguments.popFirst() {
     case "--version":
         print("shroud-relay \(relayVersion)")
         exit(0)
+    case "--frames-per-commit":
+        guard let text = inlineValue ?? arguments.popFirst(), let value = Int(text), value >= 1 else {
+            fail("--frames-per-commit needs a positive integer", status: 2)
+        }
+        framesPerCommit = value
     case "--log-level":
         guard let text = inlineValue ?? arguments.popFirst(), let level = Logger.Level(rawValue: text) else {
             fail("--log-level needs one of trace, debug, info, notice, warning, error", status: 2)
@@ -124,7 +132,7 @@ do {
 // The core runs on one event loop; connections on any loop hop onto it.
 let relay = Relay(store: store, relayBinding: relayBinding, limits: RelayLimits(configuration: configuration),
                   random: SystemRandomNumberGenerator())
-let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger)
+let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger, framesPerCommit: framesPerCommit)
 logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(relayBinding)"])
 
 let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
