@@ -517,7 +517,14 @@ public final class Relay {
         return actions
     }
 
+    /// Eight bytes per call to the generator: with the system generator each call is a
+    /// `getrandom` system call, which per byte cost more than the rest of a message's handling.
     private func randomBytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count + 7)
+        while bytes.count < count {
+            withUnsafeBytes(of: random.next()) { bytes.append(contentsOf: $0) }
+        }
+        return Array(bytes.prefix(count))
     }
 }

@@ -44,7 +44,7 @@ func loadConnections(_ arguments: [String]) throws {
         table.add("\(stage)", String(format: "%.1f", Double(memory.rssKiB) / 1024), "\(memory.threads)",
                   String(format: "%.1f", Double(memory.rssKiB - idle.rssKiB) / Double(stage)), String(format: "%.1f", handshake))
     }
-    for channel in channels { channel.close(promise: nil) }
+    closeAll(channels, group: group)
     print("#### Relay memory, idle and with idle authenticated WebSocket connections (\(clientsPerAddress) per source address)\n")
     print(table.markdown)
 }

@@ -24,7 +24,7 @@ func loadMessages(_ arguments: [String]) throws {
     _ = raiseFileLimit()
 
     var table = Table("offered msg/s", "connections", "completed msg/s", "persisted (ok) p50 / p99 ms", "delivered p50 / p99 ms",
-                      "acknowledged p50 / p99 ms", "unfinished", "errors", "relay CPU %", "loadgen CPU %", "relay RSS MiB")
+                      "acknowledged p50 / p99 ms", "unfinished", "errors", "relay CPU %", "relay CPU µs/msg", "loadgen CPU %", "load average", "relay RSS MiB")
     for rate in rates {
         let relay = try RelayProcess(options: options, maximumConnections: 2 * pairs + 100)
         defer { relay.stop() }
@@ -54,7 +54,7 @@ func loadMessages(_ arguments: [String]) throws {
         recorder.stop()
         // Let what was sent in the window finish.
         Thread.sleep(forTimeInterval: 3)
-        for channel in receiving.channels + sending.channels { channel.close(promise: nil) }
+        closeAll(receiving.channels + sending.channels, group: group)
         let result = recorder.result()
         table.add("\(rate)", "\(2 * pairs)", String(format: "%.0f", Double(result.completed) / seconds),
                   "\(milliseconds(result.persisted.p50)) / \(milliseconds(result.persisted.p99))",
@@ -62,7 +62,8 @@ func loadMessages(_ arguments: [String]) throws {
                   "\(milliseconds(result.acknowledged.p50)) / \(milliseconds(result.acknowledged.p99))",
                   "\(result.sent - result.completed)", result.errors.isEmpty ? "0" : result.errors.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", "),
                   String(format: "%.0f", 100 * (relayCPU1 - relayCPU0) / seconds),
-                  String(format: "%.0f", 100 * (ownCPU1 - ownCPU0) / seconds),
+                  result.completed == 0 ? "–" : String(format: "%.0f", 1e6 * (relayCPU1 - relayCPU0) / Double(result.completed)),
+                  String(format: "%.0f", 100 * (ownCPU1 - ownCPU0) / seconds), loadAverage(),
                   String(format: "%.1f", Double(rss) / 1024))
     }
     print("#### Sealed direct messages through the relay (SQLite), \(pairs) sender/recipient pairs, \(size)-byte blobs, \(Int(seconds)) s per row\n")

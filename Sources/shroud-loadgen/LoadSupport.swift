@@ -100,7 +100,7 @@ final class RelayProcess {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         func field(_ name: String) -> Int {
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") ?? 0
+            return Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") ?? 0
         }
         return (field("VmRSS"), field("Threads"))
     }
@@ -371,3 +371,15 @@ struct Table {
 }
 
 func milliseconds(_ nanoseconds: UInt64) -> String { String(format: "%.2f", Double(nanoseconds) / 1e6) }
+
+/// Closes the clients and waits until they are closed, before their event loops shut down.
+func closeAll(_ channels: [Channel], group: EventLoopGroup) {
+    let closed = channels.map { channel in channel.close().flatMapErrorThrowing { _ in } }
+    _ = try? EventLoopFuture.andAllComplete(closed, on: group.next()).wait()
+}
+
+/// The machine's one-minute load average (/proc/loadavg): the machine is shared, so every row
+/// says how busy it was.
+func loadAverage() -> String {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?"
+}
