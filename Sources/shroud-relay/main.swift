@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import ShroudNet
 import ShroudRelayCore
@@ -98,11 +99,17 @@ do {
 }
 
 let chosenLogLevel = logLevel
-// TLS arrives with the session layer. Until then a relay asked for TLS refuses to start rather
-// than serve in clear while the operator believes it is encrypted.
-if configuration.usesTLS {
-    fail("TLS (SC_TLS_CERT/SC_TLS_KEY) is not supported by this version yet; terminate TLS in a reverse proxy in front of the relay", status: 2)
+// TLS: the certificate and key are read once, at start; a bad file is a configuration error.
+// (Renewed certificates take effect on restart: docs/OPERATIONS.md, TLS.)
+var tlsContext: NIOSSLContext?
+if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+    do {
+        tlsContext = try RelayTLS.serverContext(certificatePath: certificate, keyPath: key)
+    } catch {
+        fail("\(error)", status: 2)
+    }
 }
+let serverTLS = tlsContext
 
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
@@ -139,11 +146,11 @@ let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
     routes: HTTPRoutes(version: relayVersion, configuration: configuration),
-    group: group, logger: logger, sessions: sessions,
+    group: group, logger: logger, sessions: sessions, tls: serverTLS,
     onBound: { address in
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
-            "version": "\(relayVersion)",
+            "version": "\(relayVersion)", "tls": "\(serverTLS != nil)",
         ])
         systemd.ready(status: "listening on port \(address.port ?? configuration.port)")
     })
