@@ -145,7 +145,7 @@ logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(rel
 let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
-    routes: HTTPRoutes(version: relayVersion, configuration: configuration),
+    routes: HTTPRoutes(version: relayVersion, configuration: configuration, metricsText: RelayMetricsExporter().render),
     group: group, logger: logger, sessions: sessions, tls: serverTLS,
     onBound: { address in
         logger.info("listening", metadata: [
