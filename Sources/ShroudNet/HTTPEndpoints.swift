@@ -82,6 +82,8 @@ public final class HTTPEndpointServer: Service, Sendable {
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        // Sessions end before the event loops do (their close callbacks need the relay's loop).
+        try? await sessions?.closeAllConnections().get()
     }
 }
 

@@ -129,14 +129,28 @@ public final class RelaySessionDriver: @unchecked Sendable {
         }
     }
 
+    /// Closes every session connection and completes once they are all closed, so that their
+    /// last callbacks reach this loop before the event loops shut down.
+    public func closeAllConnections() -> EventLoopFuture<Void> {
+        loop.flatSubmit { [self] in
+            let closing = channels.values.map { $0.close().flatMapErrorThrowing { _ in } }
+            return EventLoopFuture.andAllComplete(closing, on: loop)
+        }
+    }
+
     private func perform(_ actions: [RelayAction]) {
+        // Frames for one connection are written together and flushed once at the end: one
+        // system call for a batch's replies and deliveries instead of one per frame.
+        var written: [ObjectIdentifier: Channel] = [:]
+        defer { for channel in written.values { channel.flush() } }
         for action in actions {
             switch action {
             case let .send(id, bytes):
                 guard let channel = channels[id] else { continue }
                 let count = bytes.count
                 let frame = WebSocketFrame(fin: true, opcode: .binary, data: channel.allocator.buffer(bytes: bytes))
-                channel.writeAndFlush(frame).whenComplete { [self] _ in
+                written[ObjectIdentifier(channel)] = channel
+                channel.write(frame).whenComplete { [self] _ in
                     // Reported even when the write failed: the core then simply forgets the bytes.
                     loop.execute { [self] in perform(relay.written(id, bytes: count)) }
                 }

@@ -130,20 +130,22 @@ public final class SQLiteRelayStore: RelayStore {
     public func enqueueDirect(id: MessageID, recipient: IdentityKey, receivedAt: UInt64, expiresAt: UInt64,
                               blob: [UInt8], maximumQueued: Int) throws -> UInt64? {
         try write { db in
-            let queued = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM direct_message WHERE recipient = ?", arguments: [data(recipient)]) ?? 0
+            // Cached statements on the hot path: parsing the SQL on every message cost more than running it.
+            let count = try db.cachedStatement(sql: "SELECT COUNT(*) FROM direct_message WHERE recipient = ?")
+            let queued = try Int.fetchOne(count, arguments: [data(recipient)]) ?? 0
             guard queued < maximumQueued else { return nil }
-            try db.execute(sql: "INSERT INTO direct_message (id, recipient, received_at, expires_at, blob) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [data(id), data(recipient), Int64(clamping: receivedAt), Int64(clamping: expiresAt), Data(blob)])
+            try db.cachedStatement(sql: "INSERT INTO direct_message (id, recipient, received_at, expires_at, blob) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [data(id), data(recipient), Int64(clamping: receivedAt), Int64(clamping: expiresAt), Data(blob)])
             return UInt64(db.lastInsertedRowID)
         }
     }
 
     public func pendingDirect(recipient: IdentityKey, afterSequence: UInt64, limit: Int) throws -> [QueuedDirectMessage] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT sequence, id, received_at, blob FROM direct_message
                 WHERE recipient = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """, arguments: [data(recipient), Int64(clamping: afterSequence), limit]).map { row in
+                """), arguments: [data(recipient), Int64(clamping: afterSequence), limit]).map { row in
                 QueuedDirectMessage(sequence: try uint64(row, "sequence"), id: try MessageID(bytes(row, "id")),
                                     receivedAt: try uint64(row, "received_at"), blob: bytes(row, "blob"))
             }
@@ -153,8 +155,9 @@ public final class SQLiteRelayStore: RelayStore {
     public func deleteDirect(recipient: IdentityKey, ids: [MessageID]) throws -> Int {
         try write { db in
             var deleted = 0
+            let delete = try db.cachedStatement(sql: "DELETE FROM direct_message WHERE recipient = ? AND id = ?")
             for id in ids {
-                try db.execute(sql: "DELETE FROM direct_message WHERE recipient = ? AND id = ?", arguments: [data(recipient), data(id)])
+                try delete.execute(arguments: [data(recipient), data(id)])
                 deleted += db.changesCount
             }
             return deleted
