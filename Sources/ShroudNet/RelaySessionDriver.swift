@@ -111,12 +111,17 @@ public final class RelaySessionDriver: @unchecked Sendable {
     /// Hands the waiting frames to the core in batches of at most `framesPerCommit`; the
     /// replies are written only after each batch committed.
     private func drainPendingFrames() {
-        while !pendingFrames.isEmpty {
-            let count = min(pendingFrames.count, framesPerCommit)
-            let batch = Array(pendingFrames.prefix(count))
-            pendingFrames.removeFirst(count)
+        let frames = pendingFrames
+        pendingFrames.removeAll(keepingCapacity: true)
+        for batch in Self.commitBatches(frames, framesPerCommit: framesPerCommit) {
             perform(relay.receive(batch: batch, now: clock()))
         }
+    }
+
+    /// Splits waiting frames, in order, into batches of at most `framesPerCommit` (at least 1).
+    static func commitBatches<Frame>(_ frames: [Frame], framesPerCommit: Int) -> [[Frame]] {
+        let size = max(1, framesPerCommit)
+        return stride(from: 0, to: frames.count, by: size).map { Array(frames[$0..<min($0 + size, frames.count)]) }
     }
 
     func closed(_ channel: Channel) {
