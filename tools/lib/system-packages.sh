@@ -32,9 +32,10 @@ SHROUD_BUILD_PACKAGES=(
 )
 
 # What the tests drive for real: an X server, ALSA with the PulseAudio plugin and a PulseAudio
-# daemon for paced capture, and ffmpeg as an independent decoder of what Shroud writes.
+# daemon for paced capture, ffmpeg as an independent decoder of what Shroud writes, and openssl
+# and curl to make a test CA and certificate and to fetch the relay's /info over HTTPS.
 SHROUD_TEST_PACKAGES=(
-    xvfb x11-utils pulseaudio alsa-utils libasound2-plugins ffmpeg
+    xvfb x11-utils pulseaudio alsa-utils libasound2-plugins ffmpeg openssl curl
 )
 
 # What tools/make-fixtures needs to recreate media-fixtures/ (the tests only read the committed
