@@ -64,8 +64,9 @@ final class CommitFailingStore: RelayStore {
         return result
     }
 
-    func publishPrekeys(owner: IdentityKey, signed: SignedPrekey, oneTime: [OneTimePrekey], maximumOneTime: Int) throws -> Bool {
-        try inner.publishPrekeys(owner: owner, signed: signed, oneTime: oneTime, maximumOneTime: maximumOneTime)
+    func publishPrekeys(owner: IdentityKey, agreement: IdentityAgreementKey, signed: SignedPrekey, oneTime: [OneTimePrekey],
+                        maximumOneTime: Int) throws -> Bool {
+        try inner.publishPrekeys(owner: owner, agreement: agreement, signed: signed, oneTime: oneTime, maximumOneTime: maximumOneTime)
     }
     func takeBundle(owner: IdentityKey) throws -> PrekeyBundle? { try inner.takeBundle(owner: owner) }
     func oneTimePrekeyCount(owner: IdentityKey) throws -> Int { try inner.oneTimePrekeyCount(owner: owner) }
