@@ -8,6 +8,7 @@ import Foundation
 let modes: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
     ("messages", "sealed direct messages/s persisted, delivered and acknowledged, with latency", loadMessages),
     ("connections", "relay RSS idle and per idle authenticated connection", loadConnections),
+    ("media", "relay media plane: forwarded packets/s vs a C sendmmsg loop, largest voice room", loadMedia),
 ]
 
 let commandLine = Array(CommandLine.arguments.dropFirst())
