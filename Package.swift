@@ -51,7 +51,7 @@ let package = Package(
         ]),
 
         // MARK: Devices, storage, network adapters
-        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
+        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA", "ShroudWire"]),
         .target(name: "ShroudStore", dependencies: [
             "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -27,8 +27,9 @@ import ShroudWire
 ///
 /// Sans-IO: time is a `Duration` since any fixed origin. After each input, drain `pollOutput(now:)`
 /// until it returns nil; call it again at `nextDeadline`. The per-packet path (`observe`, then
-/// `forwards` per viewer) allocates nothing and loops over viewers only on the first fragment of a
-/// keyframe that some viewer is waiting for.
+/// `forwards` per viewer) reads fixed arrays and allocates nothing (a switch event goes into an
+/// output queue whose capacity is reserved up front); it loops over viewers only on the first
+/// fragment of a keyframe that some viewer is waiting for, or for a layer or stream not seen before.
 public struct LayerSelector: Sendable {
     /// Fraction lost (in 1/256, as in `ReceiverReport`) at or above which a report counts as lossy:
     /// 26/256 ≈ 10 %, where VP8 at screen bitrates starts to freeze on NACK round trips.

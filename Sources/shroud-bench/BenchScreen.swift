@@ -65,7 +65,46 @@ func benchScreen(_ arguments: [String]) throws {
         }
     }
     table.print(title: "Simulcast sender, one thread: capture + convert + scale + VP8 per layer (1920×1080 screen)")
+    try benchPipelineDelay(painter: painter, capturer: capturer, screen: code, frames: frames)
     try benchLayerSelector()
+}
+
+/// The screen-to-picture delay of the sender and viewer pipelines without the network: the screen
+/// shows a `ScreenMarker` whose value is the paint number; after a random wait of 0–33 ms (the
+/// change lands anywhere between two 30 fps capture ticks) the screen is captured, encoded by the
+/// simulcast encoder at 1080p + 360p, decoded, and the marker read back from each layer. Delay =
+/// time the marker was read − time the X server had painted it. SFrame, packetizing and the relay
+/// are not in it (the wiring is not built yet).
+private func benchPipelineDelay(painter: XPainter, capturer: ScreenCapturer, screen: [UInt8], frames: Int) throws {
+    painter.put(screen, width: 1920, height: 1080, on: painter.root)
+    let encoder = try SimulcastEncoder(top: .p1080, streamID: { UInt32($0) })
+    let decoders = [try VP8Decoder(), try VP8Decoder()]
+    let origin = ScreenMarker.origin(screenHeight: 1080)
+    var random = SplitMix64(seed: 7)
+    var delays: [[Double]] = [[], []]
+    var unread = [0, 0]
+    for index in 0 ..< frames + 30 {
+        let marker = ScreenMarker.bgraImage(value: UInt32(index), screenHeight: 1080)
+        painter.put(marker.pixels, width: marker.size.width, height: marker.size.height, on: painter.root, x: origin.x, y: origin.y)
+        let painted = now()
+        usleep(UInt32(random.next() % 33_000))
+        let layerFrames = try capturer.withNextFrame { try encoder.encode($0) }
+        for (slot, layerFrame) in layerFrames.enumerated() {
+            guard let picture = try decoders[slot].decode(layerFrame.frame.data).first else { continue }
+            let read = ScreenMarker.read(picture)
+            let delay = (now() - painted) * 1000
+            if read != UInt32(index) { unread[slot] += 1; continue }
+            if index >= 30 { delays[slot].append(delay) }
+        }
+    }
+    var table = Table("layer", "frames", "median ms", "90th percentile ms", "max ms", "markers not read")
+    for (slot, name) in ["360p", "1080p"].enumerated() {
+        let sorted = delays[slot].sorted()
+        guard !sorted.isEmpty else { throw BenchError.failed("no marker was read on the \(name) layer") }
+        table.add(name, "\(sorted.count)", fmt(sorted[sorted.count / 2], 1), fmt(sorted[sorted.count * 9 / 10], 1),
+                  fmt(sorted.last ?? 0, 1), "\(unread[slot])")
+    }
+    table.print(title: "Screen to decoded picture without the network: marker painted → 0–33 ms wait → capture → simulcast encode → decode → marker read (1080p + 360p, one thread)")
 }
 
 /// The layer selector on the relay's per-packet path: `observe` once per packet, then `forwards`
