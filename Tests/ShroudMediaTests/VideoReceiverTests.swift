@@ -241,3 +241,51 @@ struct VideoNetworkTests {
         #expect(result.delivered > 20)
     }
 }
+
+@Suite("Video receiver fuzz")
+struct VideoReceiverFuzzTests {
+    /// Packets a broken or hostile sender could produce — any stream, sequence numbers near both
+    /// ends of the range, huge gaps, inconsistent fragments — never trap, and what comes out still
+    /// obeys the decode-order rule: after a stream starts, frames leave in increasing frame order,
+    /// the first being a keyframe.
+    @Test(arguments: [UInt64(11), 12, 13])
+    func randomPacketsNeverTrapAndKeepDecodeOrder(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        var receiver = VideoReceiver()
+        var lastStream: UInt32?
+        var lastNumber: UInt32 = 0
+        var changesSeen = 0
+        var delivered = 0
+        for step in 0 ..< 20_000 {
+            let now = Duration.microseconds(step * 500)
+            let count = 1 + Int(random.next() % 4)
+            let sequence: UInt32 = switch random.next() % 4 {
+            case 0: UInt32.max - UInt32(random.next() % 600)
+            case 1: UInt32(random.next() % 600)
+            default: UInt32(truncatingIfNeeded: random.next())
+            }
+            let packet = try MediaPacket(streamID: UInt32(random.next() % 3), sequence: sequence,
+                                         frameNumber: UInt32(random.next() % 50) + (random.next() % 8 == 0 ? UInt32.max - 60 : 0),
+                                         fragmentIndex: Int(random.next() % UInt64(count)), fragmentCount: count,
+                                         isKeyframe: random.next() % 5 == 0, layer: MediaLayer(random.next() % 8), payload: [1, 2, 3])
+            receiver.handle(packet, now: now)
+            while let output = receiver.pollOutput(now: now) {
+                guard case .frame(let frame) = output else { continue }
+                delivered += 1
+                if frame.streamID != lastStream || receiver.statistics.streamChanges != changesSeen {
+                    changesSeen = receiver.statistics.streamChanges
+                    #expect(frame.isKeyframe, "stream \(frame.streamID) starts with a delta frame")
+                    lastStream = frame.streamID
+                } else if frame.isKeyframe {
+                    #expect(frame.frameNumber > lastNumber)
+                } else {
+                    #expect(frame.frameNumber == lastNumber &+ 1, "frame \(frame.frameNumber) after \(lastNumber)")
+                }
+                lastNumber = frame.frameNumber
+            }
+            if let deadline = receiver.nextDeadline, deadline < now { _ = receiver.pollOutput(now: now) }
+        }
+        #expect(delivered > 0)
+        #expect(receiver.statistics.packets == 20_000)
+    }
+}
