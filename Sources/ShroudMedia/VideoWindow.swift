@@ -88,7 +88,8 @@ public final class VideoWindow {
         guard !isClosed, title != self.title else { return }
         self.title = title
         Self.storeTitle(title, display: display, window: window)
-        XFlush(display.handle)
+        // A round trip, so the window manager (or a test) reading the title next sees the new one.
+        XSync(display.handle, 0)
     }
 
     /// The legacy `WM_NAME` (Latin-1, so non-ASCII becomes "?") and the UTF-8 `_NET_WM_NAME`.
