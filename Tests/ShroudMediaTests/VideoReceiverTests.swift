@@ -75,6 +75,36 @@ struct VideoReceiverTests {
         #expect(asked.count <= VideoReceiver.maxTrackedMissing)
     }
 
+    @Test func trackingLimitAtTheLimitAndOnePast() throws {
+        for gap in [VideoReceiver.maxTrackedMissing, VideoReceiver.maxTrackedMissing + 1] {
+            var receiver = VideoReceiver()
+            receiver.handle(try packets(frame: 0, firstSequence: 0, fragments: 1, keyframe: true)[0], now: .zero)
+            receiver.handle(try packets(frame: 1, firstSequence: UInt32(gap) + 1, fragments: 1)[0], now: .milliseconds(1))
+            let outputs = drain(&receiver, now: .seconds(1))
+            // Every tracked sequence is asked for (in as many NACKs as the entry limit needs).
+            #expect(nacks(outputs).flatMap { $0 }.count == VideoReceiver.maxTrackedMissing)
+            let reports = outputs.compactMap { if case .report(let report) = $0 { report } else { nil } }
+            // One past the limit: the untracked one counts as lost at once.
+            #expect(reports.last?.cumulativeLost == UInt32(gap), "gap \(gap)")
+        }
+    }
+
+    @Test func heldFramesAtTheLimitAndOnePast() throws {
+        var receiver = VideoReceiver()
+        receiver.handle(try packets(frame: 0, firstSequence: 0, fragments: 1, keyframe: true)[0], now: .zero)
+        // Frame 1 missing; frames 2…17 complete: exactly the limit is held.
+        for frame in UInt32(2) ... UInt32(1 + VideoReceiver.maxHeldFrames) {
+            receiver.handle(try packets(frame: frame, firstSequence: frame, fragments: 1)[0], now: .milliseconds(Int(frame)))
+        }
+        #expect(frames(drain(&receiver, now: .milliseconds(20))) == [0])
+        #expect(!receiver.isWaitingForKeyframe)
+        // One more: decoding gives up and asks for a keyframe.
+        let next = UInt32(2 + VideoReceiver.maxHeldFrames)
+        receiver.handle(try packets(frame: next, firstSequence: next, fragments: 1)[0], now: .milliseconds(21))
+        #expect(receiver.isWaitingForKeyframe)
+        #expect(drain(&receiver, now: .milliseconds(21)).contains(.keyframeRequest(try KeyframeRequest(streamID: 9, layer: 2))))
+    }
+
     @Test func aGapThatLastsGivesUpAndAsksForAKeyframe() throws {
         var receiver = VideoReceiver()
         for packet in try packets(frame: 0, firstSequence: 0, fragments: 1, keyframe: true) { receiver.handle(packet, now: .zero) }
