@@ -41,6 +41,16 @@ struct ScreenMarkerTests {
         #expect(ScreenMarker.read(tiny) == nil)
     }
 
+    @Test func syncContrastAtTheLimitAndOneBelow() throws {
+        for (white, readable) in [(UInt8(16 + ScreenMarker.minimumContrast), true), (UInt8(15 + ScreenMarker.minimumContrast), false)] {
+            var picture = try I420Frame(width: 640, height: 360, luma: 128)
+            try ScreenMarker.paint(0xC0FF_EE00, into: &picture)
+            // A washed-out marker: white cells only `white − 16` levels above black.
+            for index in picture.y.indices where picture.y[index] == 235 { picture.y[index] = white }
+            #expect((ScreenMarker.read(picture) == 0xC0FF_EE00) == readable, "white \(white)")
+        }
+    }
+
     /// A scrolling text screen whose marker changes every frame, through the simulcast encoder at
     /// the layers' start bitrates: every decoded frame of both layers (1080p and 360p) shows the
     /// value painted on its capture, from the keyframe on.
