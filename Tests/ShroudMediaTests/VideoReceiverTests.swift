@@ -319,3 +319,33 @@ struct VideoReceiverFuzzTests {
         #expect(receiver.statistics.packets == 20_000)
     }
 }
+
+@Suite("Watch statistics")
+struct WatchStatisticsTests {
+    @Test func fpsBitrateLayerLossAndDelay() {
+        var stats = WatchStatistics(framesPerSecond: 30)
+        #expect(stats.snapshot(now: .zero) == WatchStatistics.Snapshot(framesPerSecond: 0, bitsPerSecond: 0, layer: nil, width: 0,
+                                                                      height: 0, lossPercent: 0, frameDelay: .zero))
+        // 60 frames of 1,000 bytes at 30 fps, arriving 20 ms after their media time; frame 45 is 50 ms later.
+        let interval = Duration.seconds(1) / 30
+        for frame in 0 ..< 60 {
+            let extra: Duration = frame == 59 ? .milliseconds(50) : .zero
+            stats.frameShown(frameNumber: UInt32(frame), bytes: 1_000, layer: 2, width: 1920, height: 1080,
+                             now: interval * frame + .milliseconds(20) + extra)
+        }
+        let now = interval * 59 + .milliseconds(70)
+        let snapshot = stats.snapshot(now: now)
+        // The window is the last second, (1036.7 ms, 2036.7 ms]: frames 31…59 arrived in it
+        // (frame 30 at 1020 ms did not): 29 frames, 232 kbit/s.
+        #expect(snapshot.framesPerSecond == 29 && snapshot.bitsPerSecond == 232_000)
+        #expect(snapshot.layer == 2 && snapshot.width == 1920 && snapshot.height == 1080)
+        #expect(snapshot.frameDelay == .milliseconds(50))
+        stats.reportSent(fractionLost: 64)
+        #expect(stats.snapshot(now: now).lossPercent == 25)
+        // Nothing shown for a second: the rates fall to zero; a new stream restarts the delay floor.
+        #expect(stats.snapshot(now: now + .seconds(1)).framesPerSecond == 0)
+        stats.streamChanged()
+        stats.frameShown(frameNumber: 1_000, bytes: 10, layer: 0, width: 640, height: 360, now: .seconds(50))
+        #expect(stats.snapshot(now: .seconds(50)).frameDelay == .zero && stats.snapshot(now: .seconds(50)).layer == 0)
+    }
+}
