@@ -45,6 +45,11 @@ let sampleMessages: [RelayMessage] = {
         .acknowledgeChannel(channel: channel, throughSequence: 13),
         .fetchHistory(channel: channel, afterSequence: 0, limit: 50),
         .membershipChanged(channel: channel, member: other, change: .kicked, role: .member),
+        .joinRoom(channel: channel, transport: .session),
+        .roomJoined(channel: channel, token: filled(MediaToken.self, 0x77), streamID: 0x0102_0304, tokenExpiresAt: 1_700_000_060_000, mediaPort: 8443),
+        .leaveRoom(channel: channel),
+        .mediaDatagram([0x40, 0, 1, 0] + [UInt8](repeating: 9, count: 60)),
+        .roomLeft(channel: channel),
     ]
 }()
 
