@@ -91,7 +91,7 @@ public final class RelaySessionDriver: @unchecked Sendable {
         loop.execute { [self] in
             guard let id = connectionOf.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             channels[id] = nil
-            relay.disconnected(id)
+            perform(relay.disconnected(id))
         }
     }
 

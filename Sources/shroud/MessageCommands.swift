@@ -142,6 +142,12 @@ final class MessagingClient {
     func close() { session.close() }
 
     func send(_ text: String, to remoteSigningKey: [UInt8], random: inout some RandomSource) throws {
+        try send(.text(DirectText(sentAt: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), text: text)), to: remoteSigningKey,
+                 random: &random)
+    }
+
+    /// Sends any direct payload kind (text, file offer, file answer) the same way.
+    func send(_ payload: DirectPayload, to remoteSigningKey: [UInt8], random: inout some RandomSource) throws {
         let remote: PublicIdentity
         if let current = try sessions.sessionRecord(for: remoteSigningKey)?.current {
             remote = current.remoteIdentity
@@ -149,7 +155,7 @@ final class MessagingClient {
             remote = try fetchIdentityCard(remoteSigningKey)
             try startSession(with: remote, random: &random)
         }
-        let plaintext = DirectText(sentAt: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), text: text).serialize()
+        let plaintext = payload.serialize()
         let message = try SessionCipher.encrypt(plaintext, to: remoteSigningKey, identities: identities, sessions: sessions)
         let envelope = try SealedEnvelope.seal(sender: profile.identity.publicIdentity.signingKey, message: message, recipient: remote,
                                               random: &random)
@@ -206,22 +212,74 @@ final class MessagingClient {
     /// Processes everything the relay has queued: each round asks for the prekey count, whose reply
     /// comes after the deliveries already sent, and stops when a round brings none.
     func drainQueued(random: inout some RandomSource, show: (ReceivedMessage) -> Void) throws {
+        try drainQueued(random: &random) { try textOnly($0, show) }
+    }
+
+    /// Processes pushed frames until `deadline`.
+    func receive(until deadline: Date, random: inout some RandomSource, show: (ReceivedMessage) -> Void) throws {
+        try receive(until: deadline, random: &random) { try textOnly($0, show) }
+    }
+
+    /// What a command does with one decrypted delivery.
+    enum Disposition {
+        /// Done with it: mark it processed and acknowledge it.
+        case processed
+        /// Another command wants it: keep it in the inbox, unacknowledged, so the relay delivers it
+        /// again on a later connection (a text message seen by `file send`, a file offer seen by `msg read`).
+        case leave
+    }
+
+    /// One decrypted delivery of any payload kind.
+    struct Delivery {
+        let id: MessageID
+        let sender: IdentityID
+        /// The pinned contact, or nil for an unknown sender.
+        let contact: Contact?
+        let receivedAt: UInt64
+        let payload: DirectPayload
+        var fromName: String { contact?.name ?? sender.text }
+    }
+
+    /// `msg read` and `listen`: texts are shown; a recent file offer is left for `file receive`
+    /// (with a note); stale offers and answers (only a running `file send` wants those) are dropped.
+    private func textOnly(_ delivery: Delivery, _ show: (ReceivedMessage) -> Void) throws -> Disposition {
+            switch delivery.payload {
+            case let .text(direct):
+                show(ReceivedMessage(id: delivery.id, from: delivery.fromName, fromID: delivery.sender.text, sentAt: direct.sentAt,
+                                     receivedAt: delivery.receivedAt, text: direct.text))
+                return .processed
+            case let .fileOffer(offer) where FileOfferPolicy.isFresh(offer, receivedAt: delivery.receivedAt):
+                FileHandle.standardError.write(Data("shroud: \(delivery.fromName) offers a file (\(offer.size) bytes): run 'shroud file receive'\n".utf8))
+                return .leave
+            case .fileOffer, .fileAnswer:
+                return .processed
+            }
+    }
+
+    /// Marks a delivery left earlier (`.leave`) as processed and acknowledges it.
+    func markProcessed(_ delivery: Delivery) throws {
+        try profile.store.setSetting(RelaySettings.processedMessageKey(delivery.id), String(delivery.receivedAt))
+        _ = try session.request(.acknowledgeDirect([delivery.id]))
+    }
+
+    func drainQueued(random: inout some RandomSource, dispatch: (Delivery) throws -> Disposition) throws {
         while true {
             _ = try session.request(.countPrekeys)
             var any = false
             while let frame = try session.nextPush(timeout: 0) {
                 any = true
-                try handle(frame, random: &random, show: show)
+                try handle(frame, random: &random, dispatch: dispatch)
             }
             if !any { return }
         }
     }
 
-    /// Processes pushed frames until `deadline`.
-    func receive(until deadline: Date, random: inout some RandomSource, show: (ReceivedMessage) -> Void) throws {
-        while deadline.timeIntervalSinceNow > 0 {
+    /// Processes pushed frames until `deadline` or until `dispatch` sets `stop`.
+    func receive(until deadline: Date, random: inout some RandomSource, stop: () -> Bool = { false },
+                 dispatch: (Delivery) throws -> Disposition) throws {
+        while deadline.timeIntervalSinceNow > 0, !stop() {
             guard let frame = try session.nextPush(timeout: deadline.timeIntervalSinceNow) else { return }
-            try handle(frame, random: &random, show: show)
+            try handle(frame, random: &random, dispatch: dispatch)
         }
     }
 
@@ -229,19 +287,22 @@ final class MessagingClient {
     /// run that stopped before showing it) or open and decrypt it and put it in the inbox; show it;
     /// mark it shown; and only then acknowledge it. A message that cannot be opened is reported on
     /// stderr and acknowledged, since it never will open.
-    private func handle(_ frame: SessionFrame, random: inout some RandomSource, show: (ReceivedMessage) -> Void) throws {
+    private func handle(_ frame: SessionFrame, random: inout some RandomSource, dispatch: (Delivery) throws -> Disposition) throws {
         guard case let .directDelivery(id, receivedAt, blob) = frame.message else { return }
         let processedKey = RelaySettings.processedMessageKey(id)
         if try profile.store.setting(processedKey) == nil {
+            let delivery: Delivery
             do {
-                let (senderKey, direct) = try inboxEntry(id) ?? decryptIntoInbox(id, blob: blob, random: &random)
+                let (senderKey, payload) = try inboxEntry(id) ?? decryptIntoInbox(id, blob: blob, random: &random)
                 let senderID = try IdentityID(signingKey: senderKey)
-                let name = try book.contact(for: senderID)?.name ?? senderID.text
-                show(ReceivedMessage(id: id, from: name, fromID: senderID.text, sentAt: direct.sentAt, receivedAt: receivedAt,
-                                     text: direct.text))
+                delivery = Delivery(id: id, sender: senderID, contact: try book.contact(for: senderID), receivedAt: receivedAt, payload: payload)
             } catch {
                 FileHandle.standardError.write(Data("shroud: dropped undecryptable message \(Hex.encode(id.bytes)): \(oneLine(error))\n".utf8))
+                try profile.store.setSetting(processedKey, String(receivedAt))
+                _ = try session.request(.acknowledgeDirect([id]))
+                return
             }
+            guard case .processed = try dispatch(delivery) else { return }
             try profile.store.setSetting(processedKey, String(receivedAt))
         }
         _ = try session.request(.acknowledgeDirect([id]))
@@ -252,21 +313,21 @@ final class MessagingClient {
     private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + Hex.encode(id.bytes) }
     private static let inboxTable = "sealed_secret"
 
-    private func inboxEntry(_ id: MessageID) throws -> (sender: [UInt8], text: DirectText)? {
+    private func inboxEntry(_ id: MessageID) throws -> (sender: [UInt8], payload: DirectPayload)? {
         let name = Self.inboxName(id)
         guard let sealed = try profile.store.sealedSecret(named: name) else { return nil }
         let bytes = try RowCipher(secrets: profile.secrets).open(sealed, table: Self.inboxTable, row: [Array(name.utf8)], rowName: name)
         guard bytes.count >= 32 else { throw ProfileError.corrupt("inbox entry \(name) is too short") }
-        return (Array(bytes[0..<32]), try DirectText(parsing: Array(bytes[32...])))
+        return (Array(bytes[0..<32]), try DirectPayload(parsing: Array(bytes[32...])))
     }
 
-    private func decryptIntoInbox(_ id: MessageID, blob: [UInt8], random: inout some RandomSource) throws -> (sender: [UInt8], text: DirectText) {
+    private func decryptIntoInbox(_ id: MessageID, blob: [UInt8], random: inout some RandomSource) throws -> (sender: [UInt8], payload: DirectPayload) {
         let envelope = try BucketPadding.unpad(blob)
         let (senderKey, message) = try SealedEnvelope.open(envelope, recipient: profile.identity)
         let (sender, plaintext) = try SessionCipher.decrypt(message, from: senderKey, identities: identities, preKeys: prekeys,
                                                             signedPreKeys: prekeys, sessions: sessions, now: nowSeconds(),
                                                             random: &random)
-        let direct = try DirectText(parsing: plaintext)
+        let direct = try DirectPayload(parsing: plaintext)
         let name = Self.inboxName(id)
         try profile.store.storeSealedSecret(try RowCipher(secrets: profile.secrets).seal(sender.signingKey + plaintext, table: Self.inboxTable,
                                                                                          row: [Array(name.utf8)]), named: name)

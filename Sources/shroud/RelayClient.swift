@@ -162,6 +162,15 @@ final class RelaySession {
         }
     }
 
+    /// Sends a message that has no reply (request id 0): relay pipe data and acknowledgements.
+    func post(_ message: RelayMessage) throws {
+        do {
+            try connection.sendBlocking(SessionFrame(requestID: 0, message))
+        } catch {
+            throw Failure("lost the connection to the relay at \(address.text): \(oneLine(error))")
+        }
+    }
+
     /// The next frame the relay pushes on its own, or nil when none comes within `timeout` seconds.
     func nextPush(timeout: Double) throws -> SessionFrame? {
         if !pushed.isEmpty { return pushed.removeFirst() }
