@@ -363,7 +363,7 @@ final class TamperingProxy: @unchecked Sendable {
                 var buffer = [UInt8](repeating: 0, count: 65536)
                 while true {
                     let n = read(client, &buffer, buffer.count)
-                    if n <= 0 || write(upstream, buffer, n) != n { break }
+                    if n <= 0 || send(upstream, buffer, n, Int32(MSG_NOSIGNAL)) != n { break }
                 }
                 shutdown(upstream, Int32(SHUT_WR))
             }
@@ -378,7 +378,7 @@ final class TamperingProxy: @unchecked Sendable {
                     buffer[flipAt - offset] ^= 0x01
                     self.lock.lock(); self.didFlip = true; self.lock.unlock()
                 }
-                if write(client, buffer, n) != n { break }
+                if send(client, buffer, n, Int32(MSG_NOSIGNAL)) != n { break }
                 offset += n
                 if let bytesPerSecond {
                     let due = Double(offset) / Double(bytesPerSecond) - Date().timeIntervalSince(start)
