@@ -110,7 +110,7 @@ public struct RelayPipes: Sendable {
         guard var existing = pipes[pipe], let side = existing.ends.firstIndex(of: connection) else {
             return .refused(.notFound, "not in this pipe")
         }
-        guard existing.ends.count == 2 else { return .refused(.unexpectedMessage, "the pipe has no second end yet") }
+        guard existing.ends.count == 2 else { return .refused(.notFound, "the pipe has no second end yet") }
         if rateLimited, !existing.buckets[side].take(UInt64(bytes), now: now) {
             let ends = existing.ends
             remove(pipe)

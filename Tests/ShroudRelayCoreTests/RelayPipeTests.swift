@@ -27,7 +27,8 @@ import ShroudWire
         let a = try h.login(alice), b = try h.login(bob), c = try h.login(carol)
         #expect(h.request(a, .openPipe(pipe: pipe)) == [.ok])
         // Before the second end, data has nowhere to go.
-        #expect(errorCode(h.request(a, .pipeData(pipe: pipe, data: [1]))) == .unexpectedMessage)
+        #expect(errorCode(h.request(a, .pipeData(pipe: pipe, data: [1]))) == .notFound)
+        #expect(!h.closed.contains(a))
         #expect(h.take(a).isEmpty)
         #expect(h.request(b, .openPipe(pipe: pipe)) == [.ok])
         let ready = RelayMessage.pipeReady(pipe: pipe, bytesPerSecond: PipeLimits.defaultBytesPerSecond)
