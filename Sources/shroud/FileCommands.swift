@@ -195,8 +195,8 @@ struct FileCommand: ParsableCommand {
                 }
                 guard FileOfferPolicy.isFresh(offer, receivedAt: delivery.receivedAt) else { return .processed }
                 guard let contact = delivery.contact, (try? book.requireSendable(contact.name)) != nil else {
-                    output.note("Refused a file offer from an unknown, changed or blocked sender \(delivery.sender.text).")
-                    FileHandle.standardError.write(Data("shroud: refused a file offer from unknown sender \(delivery.sender.text)\n".utf8))
+                    // On stderr in every mode: a refusal is worth seeing even in scripts.
+                    FileHandle.standardError.write(Data("shroud: refused a file offer from unknown sender \(delivery.sender.text) (not a pinned contact, or changed or blocked)\n".utf8))
                     return .processed
                 }
                 if let from, contact.name != from { return .leave }
