@@ -151,7 +151,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         awaitingPong = false
         switch frame.opcode {
         case .binary:
-            driver.received(context.channel, Array(frame.unmaskedData.readableBytesView))
+            driver.received(context.channel, frame.unmaskedBytes)
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .pong:
