@@ -1,6 +1,6 @@
 import ShroudWire
 
-// File transfer signalling (docs/PROTOCOL.md §6): the offer and the answer travel as direct-message
+// File transfer signalling (docs/PROTOCOL.md §7): the offer and the answer travel as direct-message
 // plaintexts inside the pairwise session, beside `DirectText`, so the relay never sees a name, a
 // size, a hash, a candidate address or the transfer key.
 
@@ -22,40 +22,12 @@ public enum FileTransferLimits {
     public static let maximumCandidateBytes = 64
 }
 
-/// What a direct message's plaintext is. A `DirectText` starts with its big-endian millisecond
-/// timestamp, whose first byte is 0 until the year 2.2 million; every other kind starts with the
-/// marker byte 0xFF and a kind byte, so old text messages parse exactly as before.
-public enum DirectPayload: Equatable, Sendable {
-    case text(DirectText)
-    case fileOffer(FileOffer)
-    case fileAnswer(FileAnswer)
-
-    /// The first byte of every payload that is not a `DirectText`.
-    public static let kindMarker: UInt8 = 0xFF
-    public enum Kind: UInt8, Sendable {
-        case fileOffer = 0x01
-        case fileAnswer = 0x02
-    }
-
-    public init(parsing bytes: [UInt8]) throws {
-        guard let first = bytes.first, first == Self.kindMarker else {
-            self = .text(try DirectText(parsing: bytes))
-            return
-        }
-        guard bytes.count >= 2 else { throw CryptoError.invalidInput("direct payload has a marker but no kind") }
-        let body = Array(bytes[2...])
-        switch Kind(rawValue: bytes[1]) {
-        case .fileOffer: self = .fileOffer(try FileOffer(parsing: body))
-        case .fileAnswer: self = .fileAnswer(try FileAnswer(parsing: body))
-        case nil: throw CryptoError.invalidInput("direct payload kind \(bytes[1]) is not known")
-        }
-    }
-
-    public func serialize() -> [UInt8] {
+extension DirectPayload {
+    /// A file offer or answer (kinds 0x03 and 0x04 of `DirectPayload`).
+    public var isFileSignal: Bool {
         switch self {
-        case let .text(text): return text.serialize()
-        case let .fileOffer(offer): return [Self.kindMarker, Kind.fileOffer.rawValue] + offer.serialize()
-        case let .fileAnswer(answer): return [Self.kindMarker, Kind.fileAnswer.rawValue] + answer.serialize()
+        case .fileOffer, .fileAnswer: true
+        default: false
         }
     }
 }

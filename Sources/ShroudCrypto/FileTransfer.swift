@@ -2,7 +2,7 @@ import COpenSSL
 import CSodium
 import ShroudWire
 
-// The file transfer's data stream and its two pure state machines (docs/PROTOCOL.md §6,
+// The file transfer's data stream and its two pure state machines (docs/PROTOCOL.md §7,
 // docs/CRYPTO.md "File transfer"). The same bytes flow over a direct TCP connection and through
 // the relay's blind pipe; neither the network code nor the relay takes part in any decision here.
 

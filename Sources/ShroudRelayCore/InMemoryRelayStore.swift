@@ -4,6 +4,7 @@ import ShroudWire
 /// atomic because the relay core calls it from one thread and it never suspends.
 public final class InMemoryRelayStore: RelayStore {
     private struct Prekeys {
+        var agreement: IdentityAgreementKey
         var signed: SignedPrekey
         /// Oldest first, so bundles hand out prekeys in publishing order.
         var oneTime: [OneTimePrekey]
@@ -33,11 +34,13 @@ public final class InMemoryRelayStore: RelayStore {
 
     public init() {}
 
-    public func publishPrekeys(owner: IdentityKey, signed: SignedPrekey, oneTime: [OneTimePrekey], maximumOneTime: Int) throws -> Bool {
-        var entry = prekeys[owner] ?? Prekeys(signed: signed, oneTime: [])
+    public func publishPrekeys(owner: IdentityKey, agreement: IdentityAgreementKey, signed: SignedPrekey, oneTime: [OneTimePrekey],
+                               maximumOneTime: Int) throws -> Bool {
+        var entry = prekeys[owner] ?? Prekeys(agreement: agreement, signed: signed, oneTime: [])
         let newIDs = Set(oneTime.map(\.id))
         entry.oneTime.removeAll { newIDs.contains($0.id) }
         guard entry.oneTime.count + oneTime.count <= maximumOneTime else { return false }
+        entry.agreement = agreement
         entry.signed = signed
         entry.oneTime += oneTime
         prekeys[owner] = entry
@@ -48,7 +51,7 @@ public final class InMemoryRelayStore: RelayStore {
         guard var entry = prekeys[owner] else { return nil }
         let oneTime = entry.oneTime.isEmpty ? nil : entry.oneTime.removeFirst()
         prekeys[owner] = entry
-        return PrekeyBundle(identity: owner, signedPrekey: entry.signed, oneTimePrekey: oneTime)
+        return PrekeyBundle(identity: owner, agreement: entry.agreement, signedPrekey: entry.signed, oneTimePrekey: oneTime)
     }
 
     public func oneTimePrekeyCount(owner: IdentityKey) throws -> Int { prekeys[owner]?.oneTime.count ?? 0 }

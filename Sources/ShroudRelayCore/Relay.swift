@@ -254,8 +254,16 @@ public final class Relay {
         func refuse(_ code: SessionErrorCode, _ text: String) { reply(.error(code: code, text: text)) }
 
         switch frame.message {
-        case let .publishPrekeys(signed, oneTime):
-            if try store.publishPrekeys(owner: identity, signed: signed, oneTime: oneTime, maximumOneTime: limits.maximumOneTimePrekeys) {
+        case let .publishPrekeys(agreement, signed, oneTime):
+            // Checked here so that no bundle the relay hands out carries a key its identity did not
+            // sign; the fetching client checks again against the key it pinned.
+            guard let verifier = try? Curve25519.Signing.PublicKey(rawRepresentation: identity.bytes),
+                  verifier.isValidSignature(agreement.signature.bytes, for: agreement.signedBytes) else {
+                refuse(.invalidSignature, "the agreement key is not signed by the identity key")
+                return
+            }
+            if try store.publishPrekeys(owner: identity, agreement: agreement, signed: signed, oneTime: oneTime,
+                                        maximumOneTime: limits.maximumOneTimePrekeys) {
                 reply(.ok)
             } else {
                 refuse(.limitExceeded, "at most \(limits.maximumOneTimePrekeys) one-time prekeys")

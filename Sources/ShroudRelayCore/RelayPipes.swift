@@ -1,6 +1,6 @@
 import ShroudWire
 
-/// Limits of the relay's blind byte pipes (docs/PROTOCOL.md §6, "Relay pipe"), named constants
+/// Limits of the relay's blind byte pipes (docs/PROTOCOL.md §7, "Relay pipe"), named constants
 /// with tests at and one past each.
 public struct PipeLimits: Sendable, Equatable {
     /// Pipes (open or waiting for their second end) on the whole relay.

@@ -11,12 +11,13 @@ import ShroudWire
 public protocol RelayStore: AnyObject {
     // MARK: Prekeys
 
-    /// Replaces the owner's signed prekey and adds one-time prekeys (an id already stored is
-    /// replaced). Returns false and stores nothing if the owner would hold more than
-    /// `maximumOneTime` one-time prekeys.
-    func publishPrekeys(owner: IdentityKey, signed: SignedPrekey, oneTime: [OneTimePrekey], maximumOneTime: Int) throws -> Bool
+    /// Replaces the owner's agreement key (already checked by the core) and signed prekey and adds
+    /// one-time prekeys (an id already stored is replaced). Returns false and stores nothing if the
+    /// owner would hold more than `maximumOneTime` one-time prekeys.
+    func publishPrekeys(owner: IdentityKey, agreement: IdentityAgreementKey, signed: SignedPrekey, oneTime: [OneTimePrekey],
+                        maximumOneTime: Int) throws -> Bool
     /// The owner's bundle with one one-time prekey removed from the store in the same transaction,
-    /// or nil if the owner never published a signed prekey.
+    /// or nil if the owner never published a signed prekey with an agreement key.
     func takeBundle(owner: IdentityKey) throws -> PrekeyBundle?
     func oneTimePrekeyCount(owner: IdentityKey) throws -> Int
 

@@ -91,7 +91,7 @@ public final class ContactBook: Sendable {
     public func add(name: String, id: IdentityID, replace: Bool = false, now: Date = Date()) throws -> ContactAddOutcome {
         try Self.validate(name: name)
         return try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 if let owner = try String.fetchOne(db, sql: "SELECT name FROM contact WHERE signing_key = ?", arguments: [Data(id.signingKey)]),
                    owner != name {
                     throw ContactError.identityHasAnotherName(id: id, name: owner)
@@ -114,13 +114,13 @@ public final class ContactBook: Sendable {
     }
 
     public func contact(named name: String) throws -> Contact? {
-        try profile.wrap { try profile.database.read { db in try Self.fetch(db, name: name) } }
+        try profile.wrap { try profile.read { db in try Self.fetch(db, name: name) } }
     }
 
     /// The contact whose key is `id`, if any (to name the sender of an incoming message).
     public func contact(for id: IdentityID) throws -> Contact? {
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM contact WHERE signing_key = ?", arguments: [Data(id.signingKey)])
                     .map(Self.contact(from:))
             }
@@ -130,7 +130,7 @@ public final class ContactBook: Sendable {
     /// Every contact, by name.
     public func all() throws -> [Contact] {
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM contact ORDER BY name").map(Self.contact(from:))
             }
         }
@@ -141,7 +141,7 @@ public final class ContactBook: Sendable {
     /// store too, in the same transaction.
     public func markVerified(name: String, id: IdentityID, now: Date = Date()) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 guard let existing = try Self.fetch(db, name: name) else { throw ContactError.unknown(name: name) }
                 guard existing.id == id else { throw ContactError.keyChangedDuringVerification(name: name) }
                 try db.execute(sql: "UPDATE contact SET trust = ?, previous_signing_key = NULL, changed_at = ? WHERE name = ?",
@@ -156,7 +156,7 @@ public final class ContactBook: Sendable {
     /// not change without verification, and its identity is not blocked. Returns the contact.
     public func requireSendable(_ name: String) throws -> Contact {
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 guard let contact = try Self.fetch(db, name: name) else { throw ContactError.unknown(name: name) }
                 if contact.trust == .changed { throw ContactError.changedUnverified(name: name) }
                 let decision = try Int.fetchOne(db, sql: "SELECT decision FROM pinned_identity WHERE signing_key = ?",

@@ -97,6 +97,7 @@ public final class ProfileStore: Sendable {
             }
         }
         migrator.registerMigration("v2-session-stores-and-contacts", migrate: SessionStoreSchema.create)
+        migrator.registerMigration("v3-channels", migrate: ChannelBook.createSchema)
         return migrator
     }
 
@@ -104,7 +105,7 @@ public final class ProfileStore: Sendable {
 
     public func identity() throws -> StoredIdentity? {
         try wrap {
-            try database.read { db in
+            try read { db in
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM identity WHERE slot = 1") else { return nil }
                 return StoredIdentity(
                     signingKey: [UInt8](row["signing_key"] as Data), agreementKey: [UInt8](row["agreement_key"] as Data),
@@ -116,7 +117,7 @@ public final class ProfileStore: Sendable {
     /// Stores a new identity with its sealed secret in one transaction; refuses to replace one.
     public func createIdentity(_ identity: StoredIdentity, sealedSecretName: String, sealedSecret: [UInt8]) throws {
         try wrap {
-            try database.write { db in
+            try write { db in
                 if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM identity") ?? 0 > 0 {
                     throw ProfileError.identityExists(home: home)
                 }
@@ -135,7 +136,7 @@ public final class ProfileStore: Sendable {
 
     public func sealedSecret(named name: String) throws -> [UInt8]? {
         try wrap {
-            try database.read { db in
+            try read { db in
                 try Data.fetchOne(db, sql: "SELECT record FROM sealed_secret WHERE name = ?", arguments: [name]).map { [UInt8]($0) }
             }
         }
@@ -143,7 +144,7 @@ public final class ProfileStore: Sendable {
 
     public func storeSealedSecret(_ record: [UInt8], named name: String) throws {
         try wrap {
-            try database.write { db in
+            try write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO sealed_secret (name, record) VALUES (?, ?)",
                                arguments: [name, Data(record)])
             }
@@ -153,7 +154,7 @@ public final class ProfileStore: Sendable {
     /// Replaces the sealed secret `name` by `record` under `newName`, in one transaction.
     public func replaceSealedSecret(named name: String, with record: [UInt8], newName: String) throws {
         try wrap {
-            try database.write { db in
+            try write { db in
                 try db.execute(sql: "DELETE FROM sealed_secret WHERE name = ?", arguments: [name])
                 try db.execute(sql: "INSERT OR REPLACE INTO sealed_secret (name, record) VALUES (?, ?)",
                                arguments: [newName, Data(record)])
@@ -164,15 +165,53 @@ public final class ProfileStore: Sendable {
     // MARK: Settings
 
     public func setting(_ key: String) throws -> String? {
-        try wrap { try database.read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) } }
+        try wrap { try read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) } }
     }
 
     public func setSetting(_ key: String, _ value: String) throws {
         try wrap {
-            try database.write { db in
+            try write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO setting (key, value) VALUES (?, ?)", arguments: [key, value])
             }
         }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in one write transaction: every store write it makes on this profile (from this
+    /// thread) commits together or not at all — e.g. a ratchet step and the message it decrypted.
+    public func atomically<T>(_ body: () throws -> T) throws -> T {
+        if batchDatabase != nil { return try body() }
+        return try wrap {
+            try database.write { db in
+                let key = batchKey
+                Thread.current.threadDictionary[key] = db
+                defer { Thread.current.threadDictionary.removeObject(forKey: key) }
+                return try body()
+            }
+        }
+    }
+
+    private var batchKey: String { "shroud.profile.transaction.\(ObjectIdentifier(self).hashValue)" }
+
+    /// The open `atomically` transaction on this thread, if any.
+    private var batchDatabase: Database? { Thread.current.threadDictionary[batchKey] as? Database }
+
+    /// A write: inside `atomically`, part of its transaction; else a transaction of its own.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        if let db = batchDatabase { return try body(db) }
+        return try database.write(body)
+    }
+
+    /// A read: inside `atomically`, seeing its uncommitted writes; else a snapshot of its own.
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        if let db = batchDatabase { return try body(db) }
+        return try database.read(body)
+    }
+
+    /// Deletes a sealed secret (no-op if absent).
+    public func removeSealedSecret(named name: String) throws {
+        try wrap { try write { db in try db.execute(sql: "DELETE FROM sealed_secret WHERE name = ?", arguments: [name]) } }
     }
 
     func wrap<T>(_ body: () throws -> T) throws -> T {

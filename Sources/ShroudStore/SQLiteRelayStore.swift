@@ -77,19 +77,31 @@ public final class SQLiteRelayStore: RelayStore {
                     uses_left INTEGER NOT NULL, expires_at INTEGER NOT NULL);
                 """)
         }
+        // The identity's agreement key travels with the prekeys (docs/PROTOCOL.md §1). Rows
+        // written before it existed have NULL here and yield no bundle until their owner publishes again.
+        migrator.registerMigration("v2-agreement-key") { db in
+            try db.execute(sql: """
+                ALTER TABLE signed_prekey ADD COLUMN agreement_key BLOB;
+                ALTER TABLE signed_prekey ADD COLUMN agreement_signature BLOB;
+                """)
+        }
         return migrator
     }
 
     // MARK: Prekeys
 
-    public func publishPrekeys(owner: IdentityKey, signed: SignedPrekey, oneTime: [OneTimePrekey], maximumOneTime: Int) throws -> Bool {
+    public func publishPrekeys(owner: IdentityKey, agreement: IdentityAgreementKey, signed: SignedPrekey, oneTime: [OneTimePrekey],
+                               maximumOneTime: Int) throws -> Bool {
         try write { db in
             let newIDs = Set(oneTime.map(\.id))
             let existing = try Int64.fetchAll(db, sql: "SELECT key_id FROM one_time_prekey WHERE owner = ?", arguments: [data(owner)])
             let kept = existing.filter { !newIDs.contains(UInt32(truncatingIfNeeded: $0)) }.count
             guard kept + oneTime.count <= maximumOneTime else { return false }
-            try db.execute(sql: "INSERT OR REPLACE INTO signed_prekey (owner, key_id, key, signature) VALUES (?, ?, ?, ?)",
-                           arguments: [data(owner), Int64(signed.id), data(signed.key), data(signed.signature)])
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO signed_prekey (owner, key_id, key, signature, agreement_key, agreement_signature)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [data(owner), Int64(signed.id), data(signed.key), data(signed.signature),
+                                 data(agreement.key), data(agreement.signature)])
             for key in oneTime {
                 try db.execute(sql: "INSERT OR REPLACE INTO one_time_prekey (owner, key_id, key) VALUES (?, ?, ?)",
                                arguments: [data(owner), Int64(key.id), data(key.key)])
@@ -100,8 +112,12 @@ public final class SQLiteRelayStore: RelayStore {
 
     public func takeBundle(owner: IdentityKey) throws -> PrekeyBundle? {
         try write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT key_id, key, signature FROM signed_prekey WHERE owner = ?",
-                                             arguments: [data(owner)]) else { return nil }
+            guard let row = try Row.fetchOne(db, sql: """
+                    SELECT key_id, key, signature, agreement_key, agreement_signature FROM signed_prekey
+                    WHERE owner = ? AND agreement_key IS NOT NULL AND agreement_signature IS NOT NULL
+                    """, arguments: [data(owner)]) else { return nil }
+            let agreement = IdentityAgreementKey(key: try PrekeyPublicKey(bytes(row, "agreement_key")),
+                                                 signature: try Ed25519Signature(bytes(row, "agreement_signature")))
             let signed = SignedPrekey(id: try uint32(row, "key_id"), key: try PrekeyPublicKey(bytes(row, "key")),
                                       signature: try Ed25519Signature(bytes(row, "signature")))
             var oneTime: OneTimePrekey?
@@ -111,7 +127,7 @@ public final class SQLiteRelayStore: RelayStore {
                 oneTime = OneTimePrekey(id: try uint32(key, "key_id"), key: try PrekeyPublicKey(bytes(key, "key")))
                 try db.execute(sql: "DELETE FROM one_time_prekey WHERE rowid = ?", arguments: [try int64(key, "rowid")])
             }
-            return PrekeyBundle(identity: owner, signedPrekey: signed, oneTimePrekey: oneTime)
+            return PrekeyBundle(identity: owner, agreement: agreement, signedPrekey: signed, oneTimePrekey: oneTime)
         }
     }
 

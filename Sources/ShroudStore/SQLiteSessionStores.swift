@@ -83,7 +83,7 @@ public final class SQLiteIdentityStore: IdentityStore {
 
     public func pinnedIdentity(signingKey: [UInt8]) throws -> (identity: PublicIdentity, decision: TrustDecision)? {
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM pinned_identity WHERE signing_key = ?",
                                                  arguments: [Data(signingKey)]) else { return nil }
                 let raw = try row.decode(Int.self, forColumn: "decision")
@@ -103,7 +103,7 @@ public final class SQLiteIdentityStore: IdentityStore {
 
     public func pin(_ identity: PublicIdentity, decision: TrustDecision) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: """
                     INSERT OR REPLACE INTO pinned_identity (signing_key, agreement_key, agreement_signature, decision)
                     VALUES (?, ?, ?, ?)
@@ -129,7 +129,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
 
     public func oneTimePreKey(id: UInt32) throws -> OneTimePreKey? {
         guard let (publicKey, sealed) = try profile.wrap({
-            try profile.database.read { db in
+            try profile.read { db in
                 try Row.fetchOne(db, sql: "SELECT public_key, sealed_secret FROM one_time_prekey WHERE id = ?", arguments: [Int64(id)])
                     .map { (try $0.bytes("public_key"), try $0.bytes("sealed_secret")) }
             }
@@ -146,7 +146,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
     public func storeOneTimePreKey(_ key: OneTimePreKey) throws {
         let sealed = try cipher.seal(key.secret.bytes, table: "one_time_prekey", row: [rowKey(key.id), key.publicKey])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO one_time_prekey (id, public_key, sealed_secret) VALUES (?, ?, ?)",
                                arguments: [Int64(key.id), Data(key.publicKey), Data(sealed)])
             }
@@ -155,7 +155,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
 
     public func removeOneTimePreKey(id: UInt32) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "DELETE FROM one_time_prekey WHERE id = ?", arguments: [Int64(id)])
             }
         }
@@ -164,14 +164,14 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
     public var oneTimePreKeyCount: Int {
         get throws {
             try profile.wrap {
-                try profile.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM one_time_prekey") ?? 0 }
+                try profile.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM one_time_prekey") ?? 0 }
             }
         }
     }
 
     public func signedPreKey(id: UInt32) throws -> SignedPreKey? {
         guard let sealed = try profile.wrap({
-            try profile.database.read { db in
+            try profile.read { db in
                 try Data.fetchOne(db, sql: "SELECT sealed_record FROM signed_prekey WHERE id = ?", arguments: [Int64(id)])
             }
         }) else { return nil }
@@ -181,7 +181,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
     public func storeSignedPreKey(_ key: SignedPreKey) throws {
         let sealed = try cipher.seal(key.serialize(), table: "signed_prekey", row: [rowKey(key.id)])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO signed_prekey (id, sealed_record) VALUES (?, ?)",
                                arguments: [Int64(key.id), Data(sealed)])
             }
@@ -190,7 +190,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
 
     public func removeSignedPreKey(id: UInt32) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "DELETE FROM signed_prekey WHERE id = ?", arguments: [Int64(id)])
             }
         }
@@ -198,7 +198,7 @@ public final class SQLitePreKeyStore: PreKeyStore, SignedPreKeyStore {
 
     public func allSignedPreKeys() throws -> [SignedPreKey] {
         let rows = try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 try Row.fetchAll(db, sql: "SELECT id, sealed_record FROM signed_prekey ORDER BY id")
                     .map { (try $0.decode(Int64.self, forColumn: "id"), try $0.bytes("sealed_record")) }
             }
@@ -231,7 +231,7 @@ public final class SQLiteSessionStore: SessionStore {
 
     public func sessionRecord(for remoteSigningKey: [UInt8]) throws -> SessionRecord? {
         guard let sealed = try profile.wrap({
-            try profile.database.read { db in
+            try profile.read { db in
                 try Data.fetchOne(db, sql: "SELECT sealed_record FROM session WHERE remote_signing_key = ?",
                                   arguments: [Data(remoteSigningKey)])
             }
@@ -244,7 +244,7 @@ public final class SQLiteSessionStore: SessionStore {
     public func storeSessionRecord(_ record: SessionRecord, for remoteSigningKey: [UInt8]) throws {
         let sealed = try cipher.seal(record.serialize(), table: "session", row: [remoteSigningKey])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO session (remote_signing_key, sealed_record) VALUES (?, ?)",
                                arguments: [Data(remoteSigningKey), Data(sealed)])
             }
@@ -253,7 +253,7 @@ public final class SQLiteSessionStore: SessionStore {
 
     public func removeSessionRecord(for remoteSigningKey: [UInt8]) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "DELETE FROM session WHERE remote_signing_key = ?", arguments: [Data(remoteSigningKey)])
             }
         }
@@ -275,7 +275,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
 
     public func ownSenderKey(channel: [UInt8]) throws -> OwnSenderKey? {
         guard let sealed = try profile.wrap({
-            try profile.database.read { db in
+            try profile.read { db in
                 try Data.fetchOne(db, sql: "SELECT sealed_record FROM own_sender_key WHERE channel = ?", arguments: [Data(channel)])
             }
         }) else { return nil }
@@ -287,7 +287,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
     public func storeOwnSenderKey(_ key: OwnSenderKey, channel: [UInt8]) throws {
         let sealed = try cipher.seal(key.serialize(), table: "own_sender_key", row: [channel])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO own_sender_key (channel, sealed_record) VALUES (?, ?)",
                                arguments: [Data(channel), Data(sealed)])
             }
@@ -296,7 +296,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
 
     public func senderKeyRecord(channel: [UInt8], sender: [UInt8]) throws -> SenderKeyRecord? {
         guard let sealed = try profile.wrap({
-            try profile.database.read { db in
+            try profile.read { db in
                 try Data.fetchOne(db, sql: "SELECT sealed_record FROM sender_key WHERE channel = ? AND sender = ?",
                                   arguments: [Data(channel), Data(sender)])
             }
@@ -309,7 +309,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
     public func storeSenderKeyRecord(_ record: SenderKeyRecord, channel: [UInt8], sender: [UInt8]) throws {
         let sealed = try cipher.seal(record.serialize(), table: "sender_key", row: [channel, sender])
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO sender_key (channel, sender, sealed_record) VALUES (?, ?, ?)",
                                arguments: [Data(channel), Data(sender), Data(sealed)])
             }
@@ -318,7 +318,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
 
     public func removeSender(channel: [UInt8], sender: [UInt8]) throws {
         try profile.wrap {
-            try profile.database.write { db in
+            try profile.write { db in
                 try db.execute(sql: "DELETE FROM sender_key WHERE channel = ? AND sender = ?", arguments: [Data(channel), Data(sender)])
             }
         }
@@ -327,7 +327,7 @@ public final class SQLiteSenderKeyStore: SenderKeyStore {
     public func senders(channel: [UInt8]) throws -> [[UInt8]] {
         // SQLite orders blobs by memcmp, the same byte-wise order as the in-memory store.
         try profile.wrap {
-            try profile.database.read { db in
+            try profile.read { db in
                 try Data.fetchAll(db, sql: "SELECT sender FROM sender_key WHERE channel = ? ORDER BY sender", arguments: [Data(channel)])
                     .map { [UInt8]($0) }
             }

@@ -107,7 +107,7 @@ public enum RelayMessageType: UInt8, Sendable, CaseIterable {
     case channelJoined = 0x35, leaveChannel = 0x36, kickMember = 0x37, setRole = 0x38, listMembers = 0x39
     case members = 0x3A, sendChannel = 0x3B, channelDelivery = 0x3C, acknowledgeChannel = 0x3D
     case fetchHistory = 0x3E, membershipChanged = 0x3F
-    // File transfer relay pipes (docs/PROTOCOL.md §6): 0x50–0x5F.
+    // File transfer relay pipes (docs/PROTOCOL.md §7): 0x50–0x5F.
     case openPipe = 0x50, pipeReady = 0x51, pipeData = 0x52, pipeAck = 0x53, closePipe = 0x54, pipeClosed = 0x55
 }
 
@@ -149,6 +149,9 @@ public struct SessionErrorCode: RawRepresentable, Hashable, Sendable, CustomStri
     public static let slowConsumer = SessionErrorCode(rawValue: 15)
     /// The relay's storage failed; the request had no effect.
     public static let internalError = SessionErrorCode(rawValue: 16)
+    /// A published agreement key's binding signature does not verify under the caller's identity
+    /// key; nothing was stored, the connection stays.
+    public static let invalidSignature = SessionErrorCode(rawValue: 17)
 
     public var description: String { "error \(rawValue)" }
 }
@@ -186,13 +189,29 @@ public struct OneTimePrekey: Hashable, Sendable {
     public init(id: UInt32, key: PrekeyPublicKey) { self.id = id; self.key = key }
 }
 
+/// The identity's X25519 agreement key and the identity's Ed25519 signature binding it:
+/// `Ed25519(identity, bindingLabel ‖ key)` — the same binding `PublicIdentity` checks on the client
+/// side (ShroudCryptoTests checks the labels agree). X3DH and the sealed-sender layer need this key;
+/// the relay checks the signature when it is published, and the fetching client checks it again
+/// against the contact's pinned Ed25519 key, so the relay cannot substitute another key.
+public struct IdentityAgreementKey: Equatable, Sendable {
+    public static let bindingLabel = Array("shroud/v1/identity/agreement-key".utf8)
+    public var key: PrekeyPublicKey
+    public var signature: Ed25519Signature
+    public init(key: PrekeyPublicKey, signature: Ed25519Signature) { self.key = key; self.signature = signature }
+
+    /// The bytes the identity key signs.
+    public var signedBytes: [UInt8] { Self.bindingLabel + key.bytes }
+}
+
 public struct PrekeyBundle: Equatable, Sendable {
     public var identity: IdentityKey
+    public var agreement: IdentityAgreementKey
     public var signedPrekey: SignedPrekey
     /// Nil when the owner has no one-time prekeys left; X3DH then runs without one.
     public var oneTimePrekey: OneTimePrekey?
-    public init(identity: IdentityKey, signedPrekey: SignedPrekey, oneTimePrekey: OneTimePrekey?) {
-        self.identity = identity; self.signedPrekey = signedPrekey; self.oneTimePrekey = oneTimePrekey
+    public init(identity: IdentityKey, agreement: IdentityAgreementKey, signedPrekey: SignedPrekey, oneTimePrekey: OneTimePrekey?) {
+        self.identity = identity; self.agreement = agreement; self.signedPrekey = signedPrekey; self.oneTimePrekey = oneTimePrekey
     }
 }
 
@@ -213,8 +232,9 @@ public enum RelayMessage: Equatable, Sendable {
     /// R→C, the request failed.
     case error(code: SessionErrorCode, text: String)
 
-    /// C→R, replaces the signed prekey and adds one-time prekeys.
-    case publishPrekeys(signed: SignedPrekey, oneTime: [OneTimePrekey])
+    /// C→R, publishes the identity's agreement key (the relay checks its binding signature),
+    /// replaces the signed prekey and adds one-time prekeys.
+    case publishPrekeys(agreement: IdentityAgreementKey, signed: SignedPrekey, oneTime: [OneTimePrekey])
     /// C→R, asks for another identity's bundle; consumes one one-time prekey.
     case fetchBundle(identity: IdentityKey)
     /// R→C, the answer to `fetchBundle`.
@@ -345,6 +365,7 @@ public enum RelayMessage: Equatable, Sendable {
             let code = SessionErrorCode(rawValue: try r.readUInt16("error code"))
             self = .error(code: code, text: try Self.readShortText(&r, "error text", limit: SessionLimits.maximumErrorTextSize))
         case .publishPrekeys:
+            let agreement = try Self.readAgreementKey(&r)
             let signed = try Self.readSignedPrekey(&r)
             let count = Int(try r.readUInt16("one-time prekey count"))
             guard count <= SessionLimits.maximumOneTimePrekeysPerUpload else {
@@ -358,11 +379,12 @@ public enum RelayMessage: Equatable, Sendable {
             guard Set(keys.map(\.id)).count == keys.count else {
                 throw WireError.invalid(field: "one-time prekeys", reason: "duplicate id")
             }
-            self = .publishPrekeys(signed: signed, oneTime: keys)
+            self = .publishPrekeys(agreement: agreement, signed: signed, oneTime: keys)
         case .fetchBundle:
             self = .fetchBundle(identity: try IdentityKey(reading: &r))
         case .bundle:
             let identity = try IdentityKey(reading: &r)
+            let agreement = try Self.readAgreementKey(&r)
             let signed = try Self.readSignedPrekey(&r)
             let oneTime: OneTimePrekey?
             switch try r.readUInt8("one-time prekey flag") {
@@ -370,7 +392,7 @@ public enum RelayMessage: Equatable, Sendable {
             case 1: oneTime = OneTimePrekey(id: try r.readUInt32("one-time prekey id"), key: try PrekeyPublicKey(reading: &r))
             case let flag: throw WireError.invalid(field: "one-time prekey flag", reason: "\(flag) is not 0 or 1")
             }
-            self = .bundle(PrekeyBundle(identity: identity, signedPrekey: signed, oneTimePrekey: oneTime))
+            self = .bundle(PrekeyBundle(identity: identity, agreement: agreement, signedPrekey: signed, oneTimePrekey: oneTime))
         case .countPrekeys:
             self = .countPrekeys
         case .prekeyCount:
@@ -512,6 +534,10 @@ public enum RelayMessage: Equatable, Sendable {
                      signature: try Ed25519Signature(reading: &r))
     }
 
+    private static func readAgreementKey(_ r: inout ByteReader) throws -> IdentityAgreementKey {
+        IdentityAgreementKey(key: try PrekeyPublicKey(reading: &r), signature: try Ed25519Signature(reading: &r))
+    }
+
     private static func readVisibility(_ r: inout ByteReader) throws -> ChannelVisibility {
         let raw = try r.readUInt8("visibility")
         guard let value = ChannelVisibility(rawValue: raw) else {
@@ -538,14 +564,16 @@ public enum RelayMessage: Equatable, Sendable {
             break
         case let .error(code, text):
             w.write(code.rawValue); Self.writeShortText(&w, text, limit: SessionLimits.maximumErrorTextSize)
-        case let .publishPrekeys(signed, oneTime):
+        case let .publishPrekeys(agreement, signed, oneTime):
+            w.write(agreement.key); w.write(agreement.signature)
             Self.writeSignedPrekey(&w, signed)
             w.write(UInt16(clamping: oneTime.count))
             for key in oneTime.prefix(Int(UInt16.max)) { w.write(key.id); w.write(key.key) }
         case let .fetchBundle(identity):
             w.write(identity)
         case let .bundle(bundle):
-            w.write(bundle.identity); Self.writeSignedPrekey(&w, bundle.signedPrekey)
+            w.write(bundle.identity); w.write(bundle.agreement.key); w.write(bundle.agreement.signature)
+            Self.writeSignedPrekey(&w, bundle.signedPrekey)
             if let key = bundle.oneTimePrekey { w.write(UInt8(1)); w.write(key.id); w.write(key.key) } else { w.write(UInt8(0)) }
         case let .prekeyCount(count):
             w.write(count)

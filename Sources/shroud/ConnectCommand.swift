@@ -25,6 +25,6 @@ struct ConnectCommand: ParsableCommand {
         global.output.emit("Connected to \(address.text) (\(session.binding)): published \(outcome.oneTimePublished) one-time prekeys"
                            + (outcome.signedPublished ? " and a signed prekey" : "") + "; the relay holds \(outcome.relayCount).",
                            ["server": address.text, "relay": session.binding, "one_time_published": outcome.oneTimePublished,
-                            "signed_published": outcome.signedPublished, "identity_card_published": outcome.identityCardPublished, "one_time_prekeys": Int(outcome.relayCount)])
+                            "signed_published": outcome.signedPublished, "one_time_prekeys": Int(outcome.relayCount)])
     }
 }

@@ -83,6 +83,14 @@ struct FileCommand: ParsableCommand {
             let deadline = Date().addingTimeInterval(FileOfferPolicy.answerTimeout)
             var answer: FileAnswer?
             let transferID = core.offer.transferID
+            // Only answers to this offer from this contact; other offers stay for `file receive`
+            // and text (keepingText) for `msg read`.
+            client.fileHandler = { delivery in
+                guard case let .fileAnswer(a) = delivery.payload else { return .leave }
+                if a.transferID == transferID, delivery.sender == recipient { answer = a }
+                return .processed
+            }
+            defer { client.fileHandler = nil }
             while deadline.timeIntervalSinceNow > 0 {
                 if let listener, let socket = listener.accept(timeout: 0.05) {
                     do {
@@ -95,10 +103,9 @@ struct FileCommand: ParsableCommand {
                         global.output.note("ignored a direct connection: \(oneLine(error))")
                     }
                 }
-                try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : 0.05), random: &random, stop: { answer != nil }) { delivery in
-                    guard case let .fileAnswer(a) = delivery.payload else { return .leave }
-                    if a.transferID == transferID, delivery.sender == recipient { answer = a }
-                    return .processed
+                if answer == nil {
+                    try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : 0.05), random: &random, show: { _ in },
+                                       keepingText: true)
                 }
                 switch answer?.decision {
                 case .decline?: throw Failure("\(contact) declined the file")
@@ -187,12 +194,9 @@ struct FileCommand: ParsableCommand {
             // The newest current offer from an acceptable contact; older ones are superseded.
             var chosen: (MessagingClient.Delivery, FileOffer)?
             var superseded: [MessagingClient.Delivery] = []
-            let dispatch: (MessagingClient.Delivery) throws -> MessagingClient.Disposition = { delivery in
-                guard case let .fileOffer(offer) = delivery.payload else {
-                    // Text is for `msg read`; answers are for a running `file send`.
-                    if case .fileAnswer = delivery.payload { return .processed }
-                    return .leave
-                }
+            // Text stays for `msg read` (keepingText); answers are only for a running `file send`.
+            client.fileHandler = { delivery in
+                guard case let .fileOffer(offer) = delivery.payload else { return .processed }
                 guard FileOfferPolicy.isFresh(offer, receivedAt: delivery.receivedAt) else { return .processed }
                 guard let contact = delivery.contact, (try? book.requireSendable(contact.name)) != nil else {
                     // On stderr in every mode: a refusal is worth seeing even in scripts.
@@ -204,11 +208,15 @@ struct FileCommand: ParsableCommand {
                 chosen = (delivery, offer)
                 return .leave
             }
-            try client.drainQueued(random: &random, dispatch: dispatch)
+            try client.drainQueued(random: &random, show: { _ in }, keepingText: true)
             if chosen == nil {
                 output.note("Waiting up to \(Int(wait)) s for a file offer…")
-                try client.receive(until: Date().addingTimeInterval(wait), random: &random, stop: { chosen != nil }, dispatch: dispatch)
+                let deadline = Date().addingTimeInterval(wait)
+                while chosen == nil, deadline.timeIntervalSinceNow > 0 {
+                    try client.receive(until: min(deadline, Date().addingTimeInterval(0.25)), random: &random, show: { _ in }, keepingText: true)
+                }
             }
+            client.fileHandler = nil
             for stale in superseded { try client.markProcessed(stale) }
             guard let (delivery, offer) = chosen, let contact = delivery.contact else {
                 throw Failure("no file offer arrived within \(Int(wait)) s")

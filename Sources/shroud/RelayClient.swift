@@ -52,12 +52,11 @@ enum RelaySettings {
     static func bindingKey(_ address: RelayAddress) -> String { "relay-binding:" + address.text }
     /// The id the next one-time prekey gets (ids are never reused).
     static let nextOneTimePrekeyIDKey = "next-one-time-prekey-id"
-    /// Set once this profile's identity card channel exists on a relay (see `IdentityCard`).
-    static func identityCardKey(_ address: RelayAddress) -> String { "identity-card:" + address.text }
     /// Direct message ids already shown (and stored): redeliveries of these are only acknowledged.
     static func processedMessageKey(_ id: MessageID) -> String { "dm-processed:" + Hex.encode(id.bytes) }
-    /// The signed prekey id last published to a relay.
-    static func publishedSignedPrekeyKey(_ address: RelayAddress) -> String { "published-signed-prekey:" + address.text }
+    /// The signed prekey id last published to a relay, together with the agreement key (the "v2"
+    /// marks publishes that carried it, so profiles from before it publish once more).
+    static func publishedSignedPrekeyKey(_ address: RelayAddress) -> String { "published-signed-prekey-v2:" + address.text }
 }
 
 extension GlobalOptions {
@@ -208,7 +207,6 @@ enum PrekeyMaintenance {
     static let batchSize = SessionLimits.maximumOneTimePrekeysPerUpload
 
     struct Outcome {
-        var identityCardPublished = false
         var oneTimePublished: Int
         var signedPublished: Bool
         var relayCount: UInt32
@@ -218,19 +216,6 @@ enum PrekeyMaintenance {
     /// crash in between leaves unused local keys, never published keys nobody can answer.
     static func topUp(session: RelaySession, identity: IdentityKeyPair, profile: ProfileStore, prekeys: SQLitePreKeyStore,
                       now: UInt64, random: inout some RandomSource) throws -> Outcome {
-        let cardKey = RelaySettings.identityCardKey(session.address)
-        var cardPublished = false
-        if try profile.setting(cardKey) == nil {
-            let channel = try IdentityCard.channel(for: identity.publicIdentity.signingKey)
-            do {
-                _ = try session.request(.createChannel(channel: channel, visibility: .open,
-                                                       metadata: try IdentityCard.metadata(identity.publicIdentity)))
-                cardPublished = true
-            } catch let refusal as RelayRefusal where refusal.code == .alreadyExists {
-                // Created on an earlier run whose setting write did not happen.
-            }
-            try profile.setSetting(cardKey, "1")
-        }
         guard case let .prekeyCount(count) = try session.request(.countPrekeys) else {
             throw Failure("the relay answered countPrekeys with something else")
         }
@@ -245,16 +230,18 @@ enum PrekeyMaintenance {
             try profile.setSetting(RelaySettings.nextOneTimePrekeyIDKey, String(first &+ UInt32(batchSize)))
         }
         guard !batch.isEmpty || !signedIsPublished else {
-            return Outcome(identityCardPublished: cardPublished, oneTimePublished: 0, signedPublished: false, relayCount: count)
+            return Outcome(oneTimePublished: 0, signedPublished: false, relayCount: count)
         }
         let wireSigned = SignedPrekey(id: signed.id, key: try PrekeyPublicKey(signed.publicKey),
                                       signature: try Ed25519Signature(signed.signature))
         let wireOneTime = try batch.map { OneTimePrekey(id: $0.id, key: try PrekeyPublicKey($0.publicKey)) }
-        guard case .ok = try session.request(.publishPrekeys(signed: wireSigned, oneTime: wireOneTime)) else {
+        let agreement = IdentityAgreementKey(key: try PrekeyPublicKey(identity.publicIdentity.agreementKey),
+                                             signature: try Ed25519Signature(identity.publicIdentity.agreementSignature))
+        guard case .ok = try session.request(.publishPrekeys(agreement: agreement, signed: wireSigned, oneTime: wireOneTime)) else {
             throw Failure("the relay answered publishPrekeys with something else")
         }
         try profile.setSetting(publishedKey, String(signed.id))
-        return Outcome(identityCardPublished: cardPublished, oneTimePublished: batch.count, signedPublished: !signedIsPublished, relayCount: count + UInt32(batch.count))
+        return Outcome(oneTimePublished: batch.count, signedPublished: !signedIsPublished, relayCount: count + UInt32(batch.count))
     }
 }
 

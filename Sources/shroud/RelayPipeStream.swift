@@ -2,7 +2,7 @@ import Foundation
 import ShroudCrypto
 import ShroudWire
 
-/// The transfer's byte stream through the relay's blind pipe (docs/PROTOCOL.md §6): both ends
+/// The transfer's byte stream through the relay's blind pipe (docs/PROTOCOL.md §7): both ends
 /// open the pipe named by the rendezvous derived from the transfer key, on their authenticated
 /// session; the relay pairs them and forwards `pipeData` without reading it (it is the same
 /// end-to-end encrypted chunk stream as on a direct connection).

@@ -16,6 +16,8 @@ import ShroudWire
         ("sender key record", { try SenderKeyRecord(parsing: $0).serialize() }),
         ("own sender key", { try OwnSenderKey(parsing: $0).serialize() }),
         ("signed prekey", { try SignedPreKey(parsing: $0).serialize() }),
+        ("direct payload", { try DirectPayload(parsing: $0).serialize() }),
+        ("channel payload", { try ChannelPayload(parsing: $0).serialize() }),
     ] }
 
     /// Valid samples of every format, to mutate.
@@ -36,7 +38,12 @@ import ShroudWire
                 ("ratchet message", try pair.aliceSends("y").serialize()), ("session record", pair.bobBytes),
                 ("sender key message", channelMessage.serialize()), ("distribution", own.distribution.serialize()),
                 ("sender key record", record.serialize()), ("own sender key", own.serialize()),
-                ("signed prekey", try SignedPreKey.generate(id: 1, identity: bob.identity, now: 1, random: &random).serialize())]
+                ("signed prekey", try SignedPreKey.generate(id: 1, identity: bob.identity, now: 1, random: &random).serialize()),
+                ("direct payload", DirectPayload.senderKey(channel: try ChannelID([UInt8](repeating: 7, count: 16)),
+                                                           distribution: own.distribution).serialize()),
+                ("direct payload", DirectPayload.text(DirectText(sentAt: 5, text: "fuzz")).serialize()),
+                ("channel payload", try ChannelPayload.text("fuzz", sentAt: 9).serialize()),
+                ("channel payload", try ChannelPayload(kind: try #require(ChannelPayload.Kind(rawValue: 0x10)), sentAt: 1, body: [1, 2]).serialize())]
     }
 
     @Test func randomBytesNeverCrash() throws {

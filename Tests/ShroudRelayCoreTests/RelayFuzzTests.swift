@@ -20,7 +20,7 @@ import ShroudWire
             .sendDirect(recipient: bystander.key, blob: blob(2)), .joinChannel(channel: room), .sendChannel(channel: room, blob: blob(3)),
             .acknowledgeDirect([try MessageID(blob(4, size: 16))]), .fetchHistory(channel: room, afterSequence: 0, limit: 5),
             .createInvite(channel: room, uses: 2, ttlSeconds: 60), .kickMember(channel: room, member: bystander.key),
-            .publishPrekeys(signed: SignedPrekey(id: 1, key: try PrekeyPublicKey(blob(5, size: 32)), signature: try Ed25519Signature(blob(6, size: 64))),
+            .publishPrekeys(agreement: fuzzer.agreement, signed: SignedPrekey(id: 1, key: try PrekeyPublicKey(blob(5, size: 32)), signature: try Ed25519Signature(blob(6, size: 64))),
                             oneTime: [OneTimePrekey(id: 2, key: try PrekeyPublicKey(blob(7, size: 32)))]),
             .fetchBundle(identity: fuzzer.key), .listMembers(channel: room), .leaveChannel(channel: room),
         ]

@@ -21,6 +21,13 @@ struct TestIdentity {
         key = try! IdentityKey(Array(signingKey.publicKey.rawRepresentation))
     }
 
+    /// An agreement key (any 32 bytes: the relay checks only the binding signature) signed by
+    /// this identity, as `publishPrekeys` needs.
+    var agreement: IdentityAgreementKey {
+        let key = try! PrekeyPublicKey([UInt8](repeating: 0xA0 ^ key.bytes[0], count: 32))
+        return IdentityAgreementKey(key: key, signature: try! Ed25519Signature(Array(try! signingKey.signature(for: IdentityAgreementKey.bindingLabel + key.bytes))))
+    }
+
     func answer(_ challenge: RelayMessage) throws -> RelayMessage {
         guard case let .challenge(nonce, deadline, binding) = challenge else { throw WireError.invalid(field: "challenge", reason: "\(challenge)") }
         let transcript = AuthenticationTranscript.bytes(nonce: nonce, deadline: deadline, relayBinding: binding, identity: key)

@@ -19,23 +19,39 @@ import ShroudWire
         let a = try h.login(alice)
         let b = try h.login(bob)
         #expect(errorCode(h.request(b, .fetchBundle(identity: alice.key))) == .notFound)
-        #expect(h.request(a, .publishPrekeys(signed: signed(1), oneTime: oneTime(10..<13))) == [.ok])
+        #expect(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(1), oneTime: oneTime(10..<13))) == [.ok])
         #expect(h.request(a, .countPrekeys) == [.prekeyCount(3)])
         var seen: [UInt32] = []
         for _ in 0..<3 {
             guard case let .bundle(bundle) = try #require(h.request(b, .fetchBundle(identity: alice.key)).first) else {
                 Issue.record("no bundle"); return
             }
-            #expect(bundle.identity == alice.key && bundle.signedPrekey == signed(1))
+            #expect(bundle.identity == alice.key && bundle.agreement == alice.agreement && bundle.signedPrekey == signed(1))
             seen.append(try #require(bundle.oneTimePrekey).id)
         }
         #expect(seen.sorted() == [10, 11, 12])
         #expect(h.request(a, .countPrekeys) == [.prekeyCount(0)])
         // Exhausted: the bundle still comes, without a one-time prekey.
-        #expect(h.request(b, .fetchBundle(identity: alice.key)) == [.bundle(PrekeyBundle(identity: alice.key, signedPrekey: signed(1), oneTimePrekey: nil))])
+        #expect(h.request(b, .fetchBundle(identity: alice.key)) == [.bundle(PrekeyBundle(identity: alice.key, agreement: alice.agreement, signedPrekey: signed(1), oneTimePrekey: nil))])
         // Rotating the signed prekey replaces it.
-        #expect(h.request(a, .publishPrekeys(signed: signed(2), oneTime: [])) == [.ok])
-        #expect(h.request(b, .fetchBundle(identity: alice.key)) == [.bundle(PrekeyBundle(identity: alice.key, signedPrekey: signed(2), oneTimePrekey: nil))])
+        #expect(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(2), oneTime: [])) == [.ok])
+        #expect(h.request(b, .fetchBundle(identity: alice.key)) == [.bundle(PrekeyBundle(identity: alice.key, agreement: alice.agreement, signedPrekey: signed(2), oneTimePrekey: nil))])
+    }
+
+    /// An agreement key not signed by the publishing identity (here: signed by another identity,
+    /// and one with a flipped bit) is refused and stores nothing; the connection stays usable.
+    @Test(arguments: relayStoreKinds)
+    func agreementKeyMustBeSignedByThePublisher(_ kind: StoreKind) throws {
+        let h = RelayHarness(store: try kind.make())
+        let a = try h.login(alice)
+        let b = try h.login(bob)
+        #expect(errorCode(h.request(a, .publishPrekeys(agreement: bob.agreement, signed: signed(1), oneTime: oneTime(0..<2)))) == .invalidSignature)
+        var flipped = alice.agreement
+        flipped.key = try PrekeyPublicKey(flipped.key.bytes.enumerated().map { $0.offset == 0 ? $0.element ^ 1 : $0.element })
+        #expect(errorCode(h.request(a, .publishPrekeys(agreement: flipped, signed: signed(1), oneTime: oneTime(0..<2)))) == .invalidSignature)
+        #expect(h.request(a, .countPrekeys) == [.prekeyCount(0)])
+        #expect(errorCode(h.request(b, .fetchBundle(identity: alice.key))) == .notFound)
+        #expect(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(1), oneTime: oneTime(0..<2))) == [.ok])
     }
 
     @Test(arguments: relayStoreKinds)
@@ -44,10 +60,10 @@ import ShroudWire
         limits.maximumOneTimePrekeys = 150
         let h = RelayHarness(store: try kind.make(), limits: limits)
         let a = try h.login(alice)
-        #expect(h.request(a, .publishPrekeys(signed: signed(1), oneTime: oneTime(0..<100))) == [.ok])
-        #expect(h.request(a, .publishPrekeys(signed: signed(1), oneTime: oneTime(100..<150))) == [.ok])
+        #expect(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(1), oneTime: oneTime(0..<100))) == [.ok])
+        #expect(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(1), oneTime: oneTime(100..<150))) == [.ok])
         #expect(h.request(a, .countPrekeys) == [.prekeyCount(150)])
-        #expect(errorCode(h.request(a, .publishPrekeys(signed: signed(2), oneTime: oneTime(150..<151)))) == .limitExceeded)
+        #expect(errorCode(h.request(a, .publishPrekeys(agreement: alice.agreement, signed: signed(2), oneTime: oneTime(150..<151)))) == .limitExceeded)
         // Refused means nothing changed, not even the signed prekey.
         let b = try h.login(bob)
         guard case let .bundle(bundle) = try #require(h.request(b, .fetchBundle(identity: alice.key)).first) else { return }

@@ -2,7 +2,7 @@ import Testing
 import ShroudWire
 @testable import ShroudRelayCore
 
-/// The relay's blind byte pipes for file transfers (docs/PROTOCOL.md §6), on a virtual clock.
+/// The relay's blind byte pipes for file transfers (docs/PROTOCOL.md §7), on a virtual clock.
 @Suite struct RelayPipeTests {
     let alice = TestIdentity(seed: 11)
     let bob = TestIdentity(seed: 12)

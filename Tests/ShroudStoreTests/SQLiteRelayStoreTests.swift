@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 import ShroudRelayCore
 import ShroudWire
@@ -19,6 +20,41 @@ import ShroudCrypto
         #expect(SQLiteRelayStore.path(fromDatabaseURL: "sqlite:///var/lib/shroud/relay.db") == "/var/lib/shroud/relay.db")
         #expect(SQLiteRelayStore.path(fromDatabaseURL: "sqlite://") == nil)
         #expect(SQLiteRelayStore.path(fromDatabaseURL: "postgres://h/db") == nil)
+    }
+
+    /// A database written before the agreement key existed (v1 schema, a signed prekey row without
+    /// it) opens, gives no bundle for that owner, and gives one again once the owner publishes.
+    @Test func prekeysFromBeforeTheAgreementKeyGiveNoBundleUntilRepublished() throws {
+        let path = temporaryPath()
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        do {
+            let queue = try DatabaseQueue(path: path)
+            var v1 = DatabaseMigrator()
+            v1.registerMigration("v1-relay") { db in
+                try db.execute(sql: """
+                    CREATE TABLE signed_prekey (
+                        owner BLOB PRIMARY KEY NOT NULL, key_id INTEGER NOT NULL, key BLOB NOT NULL, signature BLOB NOT NULL);
+                    CREATE TABLE one_time_prekey (
+                        rowid INTEGER PRIMARY KEY, owner BLOB NOT NULL, key_id INTEGER NOT NULL, key BLOB NOT NULL,
+                        UNIQUE (owner, key_id));
+                    """)
+            }
+            try v1.migrate(queue, upTo: "v1-relay")
+            try queue.write { db in
+                try db.execute(sql: "INSERT INTO signed_prekey (owner, key_id, key, signature) VALUES (?, 1, ?, ?)",
+                               arguments: [Data(key(5).bytes), Data(repeating: 1, count: 32), Data(repeating: 2, count: 64)])
+            }
+        }
+        // The real migrator continues from v1 (its v1 creates more tables, but GRDB only runs the
+        // migrations not yet recorded, so this checks v2 applies to a v1 signed_prekey table).
+        let store = try SQLiteRelayStore(path: path)
+        #expect(try store.takeBundle(owner: key(5)) == nil)
+        let agreement = IdentityAgreementKey(key: try PrekeyPublicKey([UInt8](repeating: 3, count: 32)),
+                                             signature: try Ed25519Signature([UInt8](repeating: 4, count: 64)))
+        let signed = SignedPrekey(id: 2, key: try PrekeyPublicKey([UInt8](repeating: 1, count: 32)),
+                                  signature: try Ed25519Signature([UInt8](repeating: 2, count: 64)))
+        #expect(try store.publishPrekeys(owner: key(5), agreement: agreement, signed: signed, oneTime: [], maximumOneTime: 10))
+        #expect(try store.takeBundle(owner: key(5)) == PrekeyBundle(identity: key(5), agreement: agreement, signedPrekey: signed, oneTimePrekey: nil))
     }
 
     @Test func committedMessagesSurviveReopeningAndUseWAL() throws {
@@ -77,7 +113,9 @@ import ShroudCrypto
         let signed = SignedPrekey(id: 1, key: try PrekeyPublicKey([UInt8](repeating: 1, count: 32)),
                                   signature: try Ed25519Signature([UInt8](repeating: 2, count: 64)))
         let keys = (0..<100).map { OneTimePrekey(id: UInt32($0), key: try! PrekeyPublicKey([UInt8](repeating: UInt8($0), count: 32))) }
-        #expect(try first.publishPrekeys(owner: owner, signed: signed, oneTime: keys, maximumOneTime: 500))
+        let agreement = IdentityAgreementKey(key: try PrekeyPublicKey([UInt8](repeating: 3, count: 32)),
+                                             signature: try Ed25519Signature([UInt8](repeating: 4, count: 64)))
+        #expect(try first.publishPrekeys(owner: owner, agreement: agreement, signed: signed, oneTime: keys, maximumOneTime: 500))
         let stores = [first, second]
         let handedOut = try await withThrowingTaskGroup(of: [UInt32].self) { group in
             for worker in 0..<4 {

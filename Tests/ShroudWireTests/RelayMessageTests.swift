@@ -13,16 +13,17 @@ let sampleMessages: [RelayMessage] = {
     let other = filled(IdentityKey.self, 0xB2)
     let channel = filled(ChannelID.self, 0xC3)
     let signed = SignedPrekey(id: 7, key: filled(PrekeyPublicKey.self, 0x11), signature: filled(Ed25519Signature.self, 0x22))
+    let agreement = IdentityAgreementKey(key: filled(PrekeyPublicKey.self, 0x66), signature: filled(Ed25519Signature.self, 0x77))
     let blob = (0..<512).map { UInt8(truncatingIfNeeded: $0 * 7) }
     return [
         .challenge(nonce: filled(ChallengeNonce.self, 0x5A), deadline: 1_700_000_010_000, relayBinding: "wss://relay.example/ws"),
         .authenticate(identity: key, signature: filled(Ed25519Signature.self, 0x33)),
         .ok,
         .error(code: .notMember, text: "not a member of the channel"),
-        .publishPrekeys(signed: signed, oneTime: (0..<3).map { OneTimePrekey(id: 100 + UInt32($0), key: filled(PrekeyPublicKey.self, UInt8($0))) }),
+        .publishPrekeys(agreement: agreement, signed: signed, oneTime: (0..<3).map { OneTimePrekey(id: 100 + UInt32($0), key: filled(PrekeyPublicKey.self, UInt8($0))) }),
         .fetchBundle(identity: other),
-        .bundle(PrekeyBundle(identity: other, signedPrekey: signed, oneTimePrekey: OneTimePrekey(id: 9, key: filled(PrekeyPublicKey.self, 9)))),
-        .bundle(PrekeyBundle(identity: other, signedPrekey: signed, oneTimePrekey: nil)),
+        .bundle(PrekeyBundle(identity: other, agreement: agreement, signedPrekey: signed, oneTimePrekey: OneTimePrekey(id: 9, key: filled(PrekeyPublicKey.self, 9)))),
+        .bundle(PrekeyBundle(identity: other, agreement: agreement, signedPrekey: signed, oneTimePrekey: nil)),
         .countPrekeys,
         .prekeyCount(42),
         .sendDirect(recipient: other, blob: blob),
@@ -159,8 +160,9 @@ let sampleMessages: [RelayMessage] = {
 
     @Test func oneTimePrekeyCountLimit() throws {
         let signed = SignedPrekey(id: 1, key: filled(PrekeyPublicKey.self, 1), signature: filled(Ed25519Signature.self, 2))
+        let agreement = IdentityAgreementKey(key: filled(PrekeyPublicKey.self, 4), signature: filled(Ed25519Signature.self, 5))
         func upload(_ count: Int) -> [UInt8] {
-            SessionFrame(.publishPrekeys(signed: signed, oneTime: (0..<count).map {
+            SessionFrame(.publishPrekeys(agreement: agreement, signed: signed, oneTime: (0..<count).map {
                 OneTimePrekey(id: UInt32($0), key: filled(PrekeyPublicKey.self, 3))
             })).serialize()
         }
@@ -169,7 +171,7 @@ let sampleMessages: [RelayMessage] = {
                                            limit: SessionLimits.maximumOneTimePrekeysPerUpload)) {
             try SessionFrame(parsing: upload(SessionLimits.maximumOneTimePrekeysPerUpload + 1))
         }
-        let duplicate = SessionFrame(.publishPrekeys(signed: signed, oneTime: [OneTimePrekey(id: 1, key: filled(PrekeyPublicKey.self, 1)),
+        let duplicate = SessionFrame(.publishPrekeys(agreement: agreement, signed: signed, oneTime: [OneTimePrekey(id: 1, key: filled(PrekeyPublicKey.self, 1)),
                                                                              OneTimePrekey(id: 1, key: filled(PrekeyPublicKey.self, 2))])).serialize()
         #expect(throws: WireError.invalid(field: "one-time prekeys", reason: "duplicate id")) { try SessionFrame(parsing: duplicate) }
     }
