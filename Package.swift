@@ -35,6 +35,8 @@ let package = Package(
                        providers: [.apt(["libasound2-dev"])]),
         .systemLibrary(name: "CSodium", path: "Sources/C/CSodium", pkgConfig: "libsodium",
                        providers: [.apt(["libsodium-dev"])]),
+        // recvmmsg/sendmmsg for the relay's media socket (Glibc's Swift module lacks them).
+        .target(name: "CShroudIO", path: "Sources/C/CShroudIO"),
         .systemLibrary(name: "COpenSSL", path: "Sources/C/COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
 
@@ -51,14 +53,15 @@ let package = Package(
         ]),
 
         // MARK: Devices, storage, network adapters
-        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA"]),
+        // ShroudCrypto for the voice engine's SFrame layer (VoiceEngine.swift).
+        .target(name: "ShroudMedia", dependencies: ["COpus", "CVPX", "CYUV", "CX11", "CALSA", "ShroudCrypto", "ShroudWire"]),
         .target(name: "ShroudStore", dependencies: [
             "ShroudCrypto", "ShroudWire", "ShroudRelayCore",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ShroudNet", dependencies: [
-            "ShroudRelayCore",
+            "ShroudRelayCore", "CShroudIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -81,6 +84,10 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-impair"),
+        // Load generator: one file per mode (tools/loadgen).
+        .executableTarget(name: "shroud-loadgen", dependencies: [
+            "ShroudWire", "ShroudRelayCore", "ShroudNet", "CShroudIO",
+        ]),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",
         ]),
@@ -98,7 +105,7 @@ let package = Package(
             "ShroudStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore"]),
+        .testTarget(name: "ShroudMediaTests", dependencies: ["ShroudMedia", "ShroudTestSupport", "CX11", "ShroudWire", "ShroudRelayCore", "ShroudCrypto"]),
         .testTarget(name: "ShroudStoreTests", dependencies: [
             "ShroudStore", "ShroudCrypto", "ShroudRelayCore", "ShroudWire", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
@@ -114,8 +121,8 @@ let package = Package(
         ]),
         .testTarget(name: "EndToEndTests", dependencies: [
             "ShroudTestSupport", "ShroudMedia", "CX11", "ShroudCrypto",
-            // A real WebSocket session client, to drive the relay binary.
-            "ShroudNet", "ShroudWire",
+            // A real WebSocket session client, to drive the relay binary; UDP sockets for its media plane.
+            "ShroudNet", "ShroudWire", "CShroudIO",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -38,6 +38,8 @@ public final class RelaySessionDriver: @unchecked Sendable {
     private var channels: [ConnectionID: Channel] = [:]
     private var connectionOf: [ObjectIdentifier: ConnectionID] = [:]
     private var ticker: RepeatedTask?
+    /// Sends datagrams for UDP participants that the session core produced (WebSocket media).
+    private var datagramSender: (@Sendable (MediaAddress, [UInt8]) -> Void)?
 
     public init(relay: Relay, loop: EventLoop, logger: Logger, clock: @escaping @Sendable () -> UInt64 = systemMilliseconds) {
         self.relay = relay
@@ -66,6 +68,18 @@ public final class RelaySessionDriver: @unchecked Sendable {
     /// Runs `body` with the core on its loop, for statistics and tests.
     public func withRelay<T: Sendable>(_ body: @escaping @Sendable (Relay) -> T) -> EventLoopFuture<T> {
         loop.submit { [self] in body(relay) }
+    }
+
+    /// Connects the UDP media socket: datagrams the core wants sent over UDP go to `sender`.
+    public func setDatagramSender(_ sender: @escaping @Sendable (MediaAddress, [UInt8]) -> Void) {
+        loop.execute { [self] in datagramSender = sender }
+    }
+
+    /// Datagrams from the UDP socket for participants on the WebSocket transport.
+    public func deliverMedia(_ batch: [(ConnectionID, [UInt8])]) {
+        loop.execute { [self] in
+            for (id, datagram) in batch { perform(relay.deliverMedia(datagram, to: id)) }
+        }
     }
 
     func opened(_ channel: Channel) {
@@ -113,6 +127,8 @@ public final class RelaySessionDriver: @unchecked Sendable {
                 payload.write(webSocketErrorCode: .policyViolation)
                 let close = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
                 channel.writeAndFlush(close).whenComplete { _ in channel.close(promise: nil) }
+            case let .sendDatagram(address, bytes):
+                datagramSender?(address, bytes)
             }
         }
     }

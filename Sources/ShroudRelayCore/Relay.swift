@@ -4,6 +4,9 @@ import ShroudWire
 /// Identifies one client connection inside the relay core. Assigned by `Relay.connect`.
 public struct ConnectionID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let rawValue: UInt64
+    /// Assigned by `Relay.connect`; public so that room-core tests and load generators can name
+    /// participants without a session.
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
     public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "#\(rawValue)" }
 }
@@ -14,6 +17,8 @@ public enum RelayAction: Equatable, Sendable {
     case send(ConnectionID, [UInt8])
     /// Close the connection (after the frames sent before it). The core has already forgotten it.
     case close(ConnectionID)
+    /// Send one media-plane datagram from the relay's UDP socket (WebSocket media for a UDP peer).
+    case sendDatagram(MediaAddress, [UInt8])
 }
 
 /// The blind relay's session layer, sans-IO (docs/PROTOCOL.md §2). The adapter feeds it connection
@@ -62,6 +67,10 @@ public final class Relay {
     public let store: any RelayStore
     public let relayBinding: String
     public let limits: RelayLimits
+    /// The voice rooms; shared with the UDP adapter, which forwards datagrams on its own thread.
+    public let media: MediaRouter
+    /// The UDP port announced in `roomJoined`; the relay executable sets it once the socket is bound.
+    public var mediaPort: UInt16 = 0
     private var random: any RandomNumberGenerator
     private var connections: [ConnectionID: Connection] = [:]
     private var connectionsByAddress: [String: Int] = [:]
@@ -75,7 +84,9 @@ public final class Relay {
 
     /// `relayBinding` is what clients sign to prove they meant this relay: its public URL (e.g.
     /// `wss://relay.example:8443/ws`) or identity, at most 255 bytes of UTF-8.
-    public init(store: any RelayStore, relayBinding: String, limits: RelayLimits, random: some RandomNumberGenerator) {
+    public init(store: any RelayStore, relayBinding: String, limits: RelayLimits, random: some RandomNumberGenerator,
+                media: MediaRouter = MediaRouter()) {
+        self.media = media
         self.store = store
         self.relayBinding = relayBinding
         self.limits = limits
@@ -94,6 +105,7 @@ public final class Relay {
         var snapshot = counters
         snapshot.connections = connections.count
         snapshot.authenticatedConnections = authenticatedCount
+        snapshot.include(media.statistics)
         return snapshot
     }
     public var authenticatedCount: Int { connections.values.filter { $0.identity != nil }.count }
@@ -163,6 +175,9 @@ public final class Relay {
                 forwardInPipe(pipe, frame: frame, raw: bytes, dataBytes: data.count, from: id, rateLimited: true, now: now)
             } else if case let .pipeAck(pipe, _) = frame.message {
                 forwardInPipe(pipe, frame: frame, raw: bytes, dataBytes: 0, from: id, rateLimited: false, now: now)
+            } else if case let .mediaDatagram(datagram) = frame.message {
+                // Media has its own per-sender rate limit in the room core, not the request bucket.
+                forwardSessionMedia(datagram, from: id, now: now)
             } else if !connections[id, default: connection].requests.take(now: now) {
                 counters.requestsRateLimited += 1
                 send(id, SessionFrame(requestID: frame.requestID, .error(code: .rateLimited, text: "too many requests")))
@@ -207,6 +222,9 @@ public final class Relay {
             if case let .awaitingAnswer(_, deadline) = connection.phase, now > deadline {
                 fail(id, requestID: 0, .authenticationExpired, "no answer before the deadline")
             }
+        }
+        for (connection, channel) in media.withCore({ $0.expire(now: now) }) {
+            send(connection, SessionFrame(.roomLeft(channel: channel)))
         }
         if now >= nextExpirySweep {
             nextExpirySweep = now + limits.expirySweepIntervalMilliseconds
@@ -389,8 +407,27 @@ public final class Relay {
         case .pipeData, .pipeAck:
             // Handled in `receive`, outside the request bucket.
             break
+        case let .joinRoom(channel, transport):
+            guard try member(channel, identity, refuse) != nil else { return }
+            let token = MediaToken(validated: randomBytes(MediaToken.size))
+            do {
+                let grant = try media.withCore { core throws(MediaRoomCore.JoinRefusal) in
+                    try core.join(channel: channel, connection: id, transport: transport, token: token, now: now)
+                }
+                reply(.roomJoined(channel: channel, token: grant.token, streamID: grant.streamID,
+                                  tokenExpiresAt: grant.tokenExpiresAt, mediaPort: mediaPort))
+            } catch {
+                refuse(.limitExceeded, "the voice room has \(media.withCore { $0.maximumRoomSize }) participants")
+            }
+        case let .leaveRoom(channel):
+            guard media.withCore({ $0.room(of: id) }) == channel else { refuse(.notMember, "not in the voice room"); return }
+            media.withCore { _ = $0.leave(connection: id) }
+            reply(.ok)
+        case .mediaDatagram:
+            // Handled in `receive`, outside the request rate limit.
+            break
         case .challenge, .authenticate, .ok, .error, .bundle, .prekeyCount, .directDelivery, .invite, .channelJoined,
-             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed:
+             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed, .roomJoined, .roomLeft:
             // Filtered out by `receive` before reaching here.
             refuse(.unexpectedMessage, "not a client request")
         }
@@ -431,6 +468,11 @@ public final class Relay {
             connections[connection]?.channelCursor[channel] = nil
             connections[connection]?.channelInFlight[channel] = nil
             send(connection, SessionFrame(notice))
+            // A former member leaves the voice room at once: no more media reaches them.
+            if media.withCore({ $0.room(of: connection) }) == channel {
+                media.withCore { _ = $0.leave(connection: connection) }
+                send(connection, SessionFrame(.roomLeft(channel: channel)))
+            }
         }
         try announce(channel, notice)
         for connection in sortedConnections(of: target) { try pump(connection) }
@@ -495,6 +537,29 @@ public final class Relay {
         }
     }
 
+    // MARK: Media over the session (WebSocket fallback)
+
+    /// A `mediaDatagram` frame from a participant that joined with transport `session`.
+    private func forwardSessionMedia(_ datagram: [UInt8], from id: ConnectionID, now: UInt64) {
+        var sink = SessionMediaSink(datagram: datagram)
+        datagram.withUnsafeBytes { bytes in
+            media.withCore { $0.receive(sessionDatagram: bytes, from: id, now: now, into: &sink) }
+        }
+        for (connection, bytes) in sink.sessions { sendMedia(bytes, to: connection) }
+        for (address, bytes) in sink.datagrams { actions.append(.sendDatagram(address, bytes)) }
+    }
+
+    /// A datagram from the UDP socket for a participant on the session transport. Like any frame,
+    /// it counts against the connection's outbound queue (a slow reader is closed, not buffered).
+    public func deliverMedia(_ datagram: [UInt8], to id: ConnectionID) -> [RelayAction] {
+        sendMedia(datagram, to: id)
+        return drain()
+    }
+
+    private func sendMedia(_ datagram: [UInt8], to id: ConnectionID) {
+        send(id, SessionFrame(.mediaDatagram(datagram)))
+    }
+
     // MARK: Plumbing
 
     private func sortedConnections(of identity: IdentityKey) -> [ConnectionID] {
@@ -534,6 +599,7 @@ public final class Relay {
     private func forget(_ id: ConnectionID) {
         guard let connection = connections.removeValue(forKey: id) else { return }
         for (pipe, other) in pipes.disconnected(id) { send(other, SessionFrame(.pipeClosed(pipe: pipe, code: .pipeEnded))) }
+        media.withCore { _ = $0.leave(connection: id) }
         let remaining = connectionsByAddress[connection.address, default: 1] - 1
         connectionsByAddress[connection.address] = remaining > 0 ? remaining : nil
         if let identity = connection.identity {
@@ -549,5 +615,20 @@ public final class Relay {
 
     private func randomBytes(_ count: Int) -> [UInt8] {
         (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+    }
+}
+
+/// Collects what the room core sends for one session datagram; the session path is the fallback,
+/// so it may allocate.
+struct SessionMediaSink: MediaSink {
+    let datagram: [UInt8]
+    var sessions: [(ConnectionID, [UInt8])] = []
+    var datagrams: [(MediaAddress, [UInt8])] = []
+
+    mutating func forwardReceived(to address: MediaAddress) { datagrams.append((address, datagram)) }
+    mutating func forwardReceived(toSession connection: ConnectionID) { sessions.append((connection, datagram)) }
+    mutating func send(copying datagram: UnsafeRawBufferPointer, to address: MediaAddress) { datagrams.append((address, Array(datagram))) }
+    mutating func send(copying datagram: UnsafeRawBufferPointer, toSession connection: ConnectionID) {
+        sessions.append((connection, Array(datagram)))
     }
 }

@@ -11,8 +11,42 @@ public struct RelayStatistics: Sendable, Equatable {
     public var channelMessagesAccepted = 0
     public var deliveriesSent = 0
     public var slowConsumersClosed = 0
+    // Media plane (MediaRoomCore): gauges, then counters.
+    public var mediaRooms = 0
+    public var mediaParticipants = 0
+    public var mediaBindings = 0
+    public var mediaPacketsReceived = 0
+    public var mediaPacketsForwarded = 0
+    public var mediaBindsAccepted = 0
+    public var mediaDroppedUnbound = 0
+    public var mediaDroppedMalformed = 0
+    public var mediaDroppedOversized = 0
+    public var mediaDroppedRateLimited = 0
+    public var mediaDroppedForeignStream = 0
+    public var mediaDroppedUnknownStream = 0
+    public var mediaNacksAnswered = 0
+    public var mediaRetransmissionsSent = 0
+    public var mediaRetransmissionsGone = 0
 
     public init() {}
+
+    mutating func include(_ media: MediaStatistics) {
+        mediaRooms = media.rooms
+        mediaParticipants = media.participants
+        mediaBindings = media.bindings
+        mediaPacketsReceived = media.packetsReceived
+        mediaPacketsForwarded = media.packetsForwarded
+        mediaBindsAccepted = media.bindsAccepted
+        mediaDroppedUnbound = media.droppedUnbound
+        mediaDroppedMalformed = media.droppedMalformed
+        mediaDroppedOversized = media.droppedOversized
+        mediaDroppedRateLimited = media.droppedRateLimited
+        mediaDroppedForeignStream = media.droppedForeignStream
+        mediaDroppedUnknownStream = media.droppedUnknownStream
+        mediaNacksAnswered = media.nacksAnswered
+        mediaRetransmissionsSent = media.retransmissionsSent
+        mediaRetransmissionsGone = media.retransmissionsGone
+    }
 
     /// (name, help, type, value) for every figure, in a fixed order.
     var figures: [(String, String, String, Int)] {
@@ -27,6 +61,21 @@ public struct RelayStatistics: Sendable, Equatable {
             ("channel_messages_accepted_total", "Channel messages stored", "counter", channelMessagesAccepted),
             ("deliveries_sent_total", "Direct and channel deliveries sent", "counter", deliveriesSent),
             ("slow_consumers_closed_total", "Connections closed for a full outbound queue", "counter", slowConsumersClosed),
+            ("media_rooms", "Voice rooms with at least one participant", "gauge", mediaRooms),
+            ("media_participants", "Voice room participants", "gauge", mediaParticipants),
+            ("media_bindings", "UDP addresses bound to participants", "gauge", mediaBindings),
+            ("media_packets_received_total", "Media datagrams received (UDP and session)", "counter", mediaPacketsReceived),
+            ("media_packets_forwarded_total", "Media datagrams forwarded to participants", "counter", mediaPacketsForwarded),
+            ("media_binds_accepted_total", "Bind datagrams accepted", "counter", mediaBindsAccepted),
+            ("media_dropped_unbound_total", "Datagrams dropped: unbound address or bad token", "counter", mediaDroppedUnbound),
+            ("media_dropped_malformed_total", "Datagrams dropped: malformed or truncated", "counter", mediaDroppedMalformed),
+            ("media_dropped_oversized_total", "Datagrams dropped: above 1200 bytes", "counter", mediaDroppedOversized),
+            ("media_dropped_rate_limited_total", "Datagrams dropped: sender above its packet rate", "counter", mediaDroppedRateLimited),
+            ("media_dropped_foreign_stream_total", "Datagrams dropped: stream id not the sender's", "counter", mediaDroppedForeignStream),
+            ("media_dropped_unknown_stream_total", "Feedback dropped: stream not in the sender's room", "counter", mediaDroppedUnknownStream),
+            ("media_nacks_answered_total", "NACKs answered from the retransmission cache", "counter", mediaNacksAnswered),
+            ("media_retransmissions_sent_total", "Packets resent from the retransmission cache", "counter", mediaRetransmissionsSent),
+            ("media_retransmissions_gone_total", "NACKed packets no longer in the cache", "counter", mediaRetransmissionsGone),
         ]
     }
 

@@ -466,3 +466,56 @@ extension MediaPlane {
         return first
     }
 }
+
+/// A client binds its UDP address to its room participant by sending the media token from it; the
+/// relay answers a valid bind with the same datagram marked `bound`, so the client learns that UDP
+/// gets through (and can fall back to the WebSocket when it does not). The client repeats the bind
+/// every few seconds to keep the binding (and any NAT mapping) fresh.
+///
+///      0                   1                   2                   3
+///      0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+///     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+///     |1 1 0 0 0 0 0 A|       media token (16 bytes) ...              |
+///     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+///
+/// The first two bits are 3, a value media datagrams (V = 1) never have, so the relay tells the two
+/// apart from the first byte. A = 0: bind (client → relay); A = 1: bound (relay → client).
+/// Exactly 17 bytes: the answer is never larger than the request, so a forged source address
+/// cannot turn the relay into an amplifier.
+public struct MediaBind: Hashable, Sendable {
+    public static let bindByte: UInt8 = 0xC0
+    public static let boundByte: UInt8 = 0xC1
+    public static let encodedBytes = 1 + MediaToken.size
+
+    public var token: MediaToken
+    /// False for the client's bind, true for the relay's answer.
+    public var isAcknowledgement: Bool
+
+    public init(token: MediaToken, isAcknowledgement: Bool = false) {
+        self.token = token
+        self.isAcknowledgement = isAcknowledgement
+    }
+
+    /// Whether the first byte says this is a bind or bound datagram (not a media-plane datagram).
+    public static func isBind(firstByte: UInt8) -> Bool { firstByte >> 6 == 0b11 }
+
+    public init(parsing datagram: UnsafeRawBufferPointer) throws {
+        guard datagram.count == Self.encodedBytes else {
+            throw WireError.invalid(field: "media bind", reason: "\(datagram.count) bytes, expected \(Self.encodedBytes)")
+        }
+        switch datagram[0] {
+        case Self.bindByte: isAcknowledgement = false
+        case Self.boundByte: isAcknowledgement = true
+        case let other: throw WireError.invalid(field: "media bind", reason: "first byte 0x\(String(other, radix: 16))")
+        }
+        token = MediaToken(validated: Array(datagram[1...]))
+    }
+
+    public init(parsing bytes: [UInt8]) throws {
+        self = try bytes.withUnsafeBytes { try MediaBind(parsing: $0) }
+    }
+
+    public func serialized() -> [UInt8] {
+        [isAcknowledgement ? Self.boundByte : Self.bindByte] + token.bytes
+    }
+}

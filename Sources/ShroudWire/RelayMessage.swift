@@ -109,6 +109,14 @@ public enum RelayMessageType: UInt8, Sendable, CaseIterable {
     case fetchHistory = 0x3E, membershipChanged = 0x3F
     // File transfer relay pipes (docs/PROTOCOL.md §7): 0x50–0x5F.
     case openPipe = 0x50, pipeReady = 0x51, pipeData = 0x52, pipeAck = 0x53, closePipe = 0x54, pipeClosed = 0x55
+    case joinRoom = 0x40, roomJoined = 0x41, leaveRoom = 0x42, mediaDatagram = 0x43, roomLeft = 0x44
+}
+
+/// How a room participant's media travels: UDP datagrams bound with the media token, or
+/// `mediaDatagram` frames on the session WebSocket when UDP does not get through.
+public enum MediaTransport: UInt8, Sendable, CaseIterable {
+    case datagram = 0
+    case session = 1
 }
 
 /// Error codes the relay sends in an `error` message. Unknown codes parse (a newer relay may add
@@ -298,6 +306,19 @@ public enum RelayMessage: Equatable, Sendable {
     case closePipe(pipe: PipeID)
     /// Relay (request id 0): the pipe is gone (the other end left, or a limit was broken).
     case pipeClosed(pipe: PipeID, code: SessionErrorCode)
+    /// C→R, joins the channel's voice room (members only); a connection is in at most one room.
+    case joinRoom(channel: ChannelID, transport: MediaTransport)
+    /// R→C, the answer to `joinRoom`: the token to bind a UDP address with (valid until
+    /// `tokenExpiresAt` unless used; each bind extends it), the stream id the relay assigned to the
+    /// caller's media, and the relay's UDP media port.
+    case roomJoined(channel: ChannelID, token: MediaToken, streamID: UInt32, tokenExpiresAt: UInt64, mediaPort: UInt16)
+    /// C→R, leaves the voice room.
+    case leaveRoom(channel: ChannelID)
+    /// C→R and R→C, one media-plane datagram (docs/PROTOCOL.md §4) on the session, for a
+    /// participant that joined with transport `session`.
+    case mediaDatagram([UInt8])
+    /// R→C, pushed when the relay removed the caller from the room (left or kicked from the channel).
+    case roomLeft(channel: ChannelID)
 
     public var type: RelayMessageType {
         switch self {
@@ -335,6 +356,11 @@ public enum RelayMessage: Equatable, Sendable {
         case .pipeAck: .pipeAck
         case .closePipe: .closePipe
         case .pipeClosed: .pipeClosed
+        case .joinRoom: .joinRoom
+        case .roomJoined: .roomJoined
+        case .leaveRoom: .leaveRoom
+        case .mediaDatagram: .mediaDatagram
+        case .roomLeft: .roomLeft
         }
     }
 
@@ -342,7 +368,7 @@ public enum RelayMessage: Equatable, Sendable {
     public var isRelayToClient: Bool {
         switch type {
         case .challenge, .ok, .error, .bundle, .prekeyCount, .directDelivery, .invite, .channelJoined,
-             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed: true
+             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed, .roomJoined, .roomLeft: true
         default: false
         }
     }
@@ -504,6 +530,28 @@ public enum RelayMessage: Equatable, Sendable {
             self = .closePipe(pipe: try PipeID(reading: &r))
         case .pipeClosed:
             self = .pipeClosed(pipe: try PipeID(reading: &r), code: SessionErrorCode(rawValue: try r.readUInt16("error code")))
+        case .joinRoom:
+            let channel = try ChannelID(reading: &r)
+            let raw = try r.readUInt8("media transport")
+            guard let transport = MediaTransport(rawValue: raw) else {
+                throw WireError.invalid(field: "media transport", reason: "unknown value \(raw)")
+            }
+            self = .joinRoom(channel: channel, transport: transport)
+        case .roomJoined:
+            self = .roomJoined(channel: try ChannelID(reading: &r), token: try MediaToken(reading: &r),
+                               streamID: try r.readUInt32("stream id"), tokenExpiresAt: try r.readUInt64("token expires at"),
+                               mediaPort: try r.readUInt16("media port"))
+        case .leaveRoom:
+            self = .leaveRoom(channel: try ChannelID(reading: &r))
+        case .mediaDatagram:
+            let length = Int(try r.readUInt16("media datagram length"))
+            guard length >= 1 else { throw WireError.invalid(field: "media datagram", reason: "empty") }
+            guard length <= MediaPlane.maxDatagramBytes else {
+                throw WireError.tooLarge(field: "media datagram", size: length, limit: MediaPlane.maxDatagramBytes)
+            }
+            self = .mediaDatagram(try r.readBytes(length, "media datagram"))
+        case .roomLeft:
+            self = .roomLeft(channel: try ChannelID(reading: &r))
         }
     }
 
@@ -592,8 +640,15 @@ public enum RelayMessage: Equatable, Sendable {
             w.write(token); w.write(expiresAt)
         case let .redeemInvite(token):
             w.write(token)
-        case let .joinChannel(channel), let .leaveChannel(channel), let .listMembers(channel):
+        case let .joinChannel(channel), let .leaveChannel(channel), let .listMembers(channel),
+             let .leaveRoom(channel), let .roomLeft(channel):
             w.write(channel)
+        case let .joinRoom(channel, transport):
+            w.write(channel); w.write(transport.rawValue)
+        case let .roomJoined(channel, token, streamID, expiresAt, mediaPort):
+            w.write(channel); w.write(token); w.write(streamID); w.write(expiresAt); w.write(mediaPort)
+        case let .mediaDatagram(datagram):
+            w.write(UInt16(clamping: datagram.count)); w.write(bytes: datagram.prefix(Int(UInt16.max)))
         case let .channelJoined(channel, visibility, role, joinedAfter, metadata):
             w.write(channel); w.write(visibility.rawValue); w.write(role.rawValue); w.write(joinedAfter)
             Self.writeBlob(&w, metadata)

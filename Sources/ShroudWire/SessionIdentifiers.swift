@@ -101,3 +101,12 @@ extension SessionErrorCode {
     /// In `pipeClosed` only: the other end left the pipe or its session ended (no error).
     public static let pipeEnded = SessionErrorCode(rawValue: 0)
 }
+
+/// A media-plane binding token: 16 random bytes chosen by the relay in `roomJoined`. Sent in a
+/// bind datagram from the client's UDP address, it ties that address to the room participant.
+public struct MediaToken: FixedSizeBytes {
+    public static let size = 16
+    public static let fieldName = "media token"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}

@@ -125,6 +125,18 @@ do {
 let relay = Relay(store: store, relayBinding: relayBinding, limits: RelayLimits(configuration: configuration),
                   random: SystemRandomNumberGenerator())
 let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger)
+// The media plane: UDP on SC_MEDIA_PORT (default SC_PORT), its own thread, the rooms shared with
+// the session core.
+let mediaPlane: MediaPlaneServer
+do {
+    mediaPlane = try MediaPlaneServer(host: configuration.host, port: configuration.mediaPort, router: relay.media,
+                                      deliverToSessions: { batch in sessions.deliverMedia(batch) })
+} catch {
+    fail("\(error)", status: 1)
+}
+relay.mediaPort = mediaPlane.port
+sessions.setDatagramSender { address, bytes in mediaPlane.send(bytes, to: address) }
+mediaPlane.start()
 logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(relayBinding)"])
 
 let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
@@ -135,6 +147,7 @@ let http = HTTPEndpointServer(
     onBound: { address in
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
+            "media_port": "\(mediaPlane.port)",
             "version": "\(relayVersion)",
         ])
         systemd.ready(status: "listening on port \(address.port ?? configuration.port)")
@@ -148,6 +161,7 @@ let services = ServiceGroup(configuration: .init(
 do {
     try await services.run()
     systemd.stopping()
+    mediaPlane.stop()
     try await group.shutdownGracefully()
     logger.info("stopped")
 } catch {

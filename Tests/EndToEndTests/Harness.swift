@@ -156,7 +156,7 @@ final class LineBuffer: @unchecked Sendable {
 }
 
 /// A plain HTTP/1.0 GET over a loopback TCP socket; returns (status line, body).
-func httpGet(port: Int, path: String) throws -> (status: String, body: String) {
+func httpGet(port: Int, path: String, headers: [String] = []) throws -> (status: String, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TimedOut(command: "socket") }
     defer { close(fd) }
@@ -168,7 +168,7 @@ func httpGet(port: Int, path: String) throws -> (status: String, body: String) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard connected == 0 else { throw TimedOut(command: "connect to port \(port)") }
-    let request = "GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    let request = "GET \(path) HTTP/1.0\r\nHost: localhost\r\n" + headers.map { $0 + "\r\n" }.joined() + "\r\n"
     _ = request.withCString { send(fd, $0, strlen($0), 0) }
     var response = [UInt8]()
     var buffer = [UInt8](repeating: 0, count: 4096)

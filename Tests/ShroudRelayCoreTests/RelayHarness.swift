@@ -47,6 +47,8 @@ final class RelayHarness {
     var inbox: [ConnectionID: [SessionFrame]] = [:]
     var closed: Set<ConnectionID> = []
     var stalled: Set<ConnectionID> = []
+    /// Datagrams the relay asked the UDP adapter to send.
+    var datagramsSent: [(MediaAddress, [UInt8])] = []
     private var unwritten: [ConnectionID: [Int]] = [:]
     private var nextRequest: UInt32 = 1
 
@@ -65,6 +67,8 @@ final class RelayHarness {
                 if stalled.contains(id) { unwritten[id, default: []].append(bytes.count) } else { pending += relay.written(id, bytes: bytes.count) }
             case let .close(id):
                 closed.insert(id)
+            case let .sendDatagram(address, bytes):
+                datagramsSent.append((address, bytes))
             }
         }
     }

@@ -51,6 +51,11 @@ let sampleMessages: [RelayMessage] = {
         .pipeAck(pipe: filled(PipeID.self, 0x50), bytes: 1 << 20),
         .closePipe(pipe: filled(PipeID.self, 0x50)),
         .pipeClosed(pipe: filled(PipeID.self, 0x50), code: .rateLimited),
+        .joinRoom(channel: channel, transport: .session),
+        .roomJoined(channel: channel, token: filled(MediaToken.self, 0x77), streamID: 0x0102_0304, tokenExpiresAt: 1_700_000_060_000, mediaPort: 8443),
+        .leaveRoom(channel: channel),
+        .mediaDatagram([0x40, 0, 1, 0] + [UInt8](repeating: 9, count: 60)),
+        .roomLeft(channel: channel),
     ]
 }()
 

@@ -1,0 +1,22 @@
+import Foundation
+
+// shroud-loadgen: load generators for the relay; prints Markdown tables for docs/PERFORMANCE.md.
+// Each mode lives in its own file; run it through tools/loadgen (release build). It measures; it
+// never asserts on time.
+
+let modes: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
+    ("media", "relay media plane: forwarded packets/s vs a C sendmmsg loop, largest voice room", loadMedia),
+]
+
+let commandLine = Array(CommandLine.arguments.dropFirst())
+guard let name = commandLine.first, let mode = modes.first(where: { $0.name == name }) else {
+    print("usage: shroud-loadgen MODE [options]\n")
+    for m in modes { print("  \(m.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(m.summary)") }
+    exit(2)
+}
+do {
+    try mode.run(Array(commandLine.dropFirst()))
+} catch {
+    FileHandle.standardError.write(Data("shroud-loadgen: \(error)\n".utf8))
+    exit(1)
+}
