@@ -144,7 +144,7 @@ public final class RelaySessionDriver: @unchecked Sendable {
             drainPendingFrames()
             guard let id = connectionOf.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             channels[id] = nil
-            relay.disconnected(id)
+            perform(relay.disconnected(id))
         }
     }
 
@@ -220,7 +220,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         awaitingPong = false
         switch frame.opcode {
         case .binary:
-            driver.received(context.channel, Array(frame.unmaskedData.readableBytesView))
+            driver.received(context.channel, frame.unmaskedBytes)
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .pong:

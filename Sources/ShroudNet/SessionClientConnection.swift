@@ -82,6 +82,14 @@ public struct SessionClientConnection: Sendable {
         try channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).wait()
     }
 
+    /// Queues a frame without waiting for the write: for streams whose caller bounds what is in
+    /// flight itself (the file transfer's relay pipe window). A failed write closes the channel,
+    /// which the next read reports.
+    public func sendWithoutWaiting(_ frame: SessionFrame) {
+        let data = channel.allocator.buffer(bytes: frame.serialize())
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data), promise: nil)
+    }
+
     /// The next session frame; throws when the connection closed first or the frame is malformed.
     public func next() async throws -> SessionFrame {
         let inbox = self.inbox

@@ -175,6 +175,14 @@ final class RelaySession {
         }
     }
 
+    /// Sends a message that has no reply (request id 0): relay pipe data and acknowledgements.
+    /// Does not wait for the write: the pipe's window bounds what is in flight, and a failed
+    /// write closes the connection, which the next read reports.
+    func post(_ message: RelayMessage) throws {
+        guard connection.channel.isActive else { throw Failure("lost the connection to the relay at \(address.text)") }
+        connection.sendWithoutWaiting(SessionFrame(requestID: 0, message))
+    }
+
     /// The next frame the relay pushes on its own, or nil when none comes within `timeout` seconds.
     func nextPush(timeout: Double) throws -> SessionFrame? {
         if !pushed.isEmpty { return pushed.removeFirst() }

@@ -43,3 +43,9 @@ SHROUD_TEST_PACKAGES=(
 SHROUD_FIXTURE_PACKAGES=(
     espeak-ng sox imagemagick fonts-dejavu-core
 )
+
+# What tools/bench-files needs beside the build: a Python for magic-wormhole's virtual
+# environment, and GNU time for peak memory.
+SHROUD_BENCH_FILES_PACKAGES=(
+    python3 python3-venv time
+)
