@@ -167,12 +167,13 @@ private final class FrameCollector: ChannelInboundHandler, Sendable {
 }
 
 /// Sends the HTTP upgrade request once connected; the upgrade handler adds the WebSocket headers.
-private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+/// Public so that other WebSocket clients of the relay (the load generator) send the same request.
+public final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    public typealias InboundIn = HTTPClientResponsePart
+    public typealias OutboundOut = HTTPClientRequestPart
     let host: String
-    init(host: String) { self.host = host }
-    func channelActive(context: ChannelHandlerContext) {
+    public init(host: String) { self.host = host }
+    public func channelActive(context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
         headers.add(name: "Content-Length", value: "0")

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import ShroudNet
 import ShroudWire
 
 // What every mode shares: options, the relay child process, simulated clients, tables.
@@ -230,7 +231,7 @@ func connectClient(group: EventLoopGroup, port: Int, source: String, identity: L
         })
         let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { _ in })
         return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade)
-            .flatMap { channel.pipeline.addHandler(UpgradeRequest(host: "127.0.0.1:\(port)")) }
+            .flatMap { channel.pipeline.addHandler(UpgradeRequester(host: "127.0.0.1:\(port)")) }
     }.connect(host: "127.0.0.1", port: port)
     connected.whenFailure { authenticated.fail($0) }
     return connected.flatMap { channel in
@@ -312,21 +313,6 @@ private final class LoadSessionHandler: ChannelInboundHandler {
 }
 
 /// Sends the upgrade request once connected (the upgrader adds the WebSocket headers).
-private final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-    let host: String
-    init(host: String) { self.host = host }
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        headers.add(name: "Content-Length", value: "0")
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/ws", headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-}
-
 /// Connects clients `range` with at most `concurrency` handshakes in flight; returns the channels
 /// and how many failed (with the first failure's reason).
 func connectMany(_ count: Int, firstIndex: Int, concurrency: Int, group: EventLoopGroup, port: Int,
