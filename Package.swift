@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
         // MARK: C libraries (module map + static inline shims for variadic calls and macros)
@@ -66,6 +69,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -73,6 +79,7 @@ let package = Package(
         // MARK: Executables
         .executableTarget(name: "shroud-relay", dependencies: [
             "ShroudRelayCore", "ShroudNet", "ShroudStore",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -84,9 +91,14 @@ let package = Package(
         ]),
 
         .executableTarget(name: "shroud-impair"),
-        // Load generator: one file per mode (tools/loadgen).
+        // Load generator against a real relay process: one file per mode (tools/loadgen).
         .executableTarget(name: "shroud-loadgen", dependencies: [
             "ShroudWire", "ShroudRelayCore", "ShroudNet", "CShroudIO",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "shroud-bench", dependencies: [
             "ShroudWire", "ShroudCrypto", "ShroudMedia", "ShroudTestSupport", "ShroudRelayCore", "ShroudStore",

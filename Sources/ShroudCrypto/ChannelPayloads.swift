@@ -10,19 +10,26 @@ import ShroudWire
 ///
 ///     0x01 text           sent-at u64 (ms since the epoch, sender's clock) ‖ UTF-8 text
 ///     0x02 sender key     channel id (16) ‖ SenderKeyDistributionMessage (73)
+///     0x03 file offer     `FileOffer` (docs/PROTOCOL.md §7)
+///     0x04 file answer    `FileAnswer`
 ///
 /// Other kinds are refused (a newer client's message shows as undecryptable, never as text).
 public enum DirectPayload: Sendable {
     case text(DirectText)
     /// The sender's current sender key for a channel, given to one member.
     case senderKey(channel: ChannelID, distribution: SenderKeyDistributionMessage)
+    /// A file transfer offer or answer (`shroud file send|receive`).
+    case fileOffer(FileOffer)
+    case fileAnswer(FileAnswer)
 
-    public enum Kind: UInt8, Sendable { case text = 0x01, senderKey = 0x02 }
+    public enum Kind: UInt8, Sendable { case text = 0x01, senderKey = 0x02, fileOffer = 0x03, fileAnswer = 0x04 }
 
     public var kind: Kind {
         switch self {
         case .text: .text
         case .senderKey: .senderKey
+        case .fileOffer: .fileOffer
+        case .fileAnswer: .fileAnswer
         }
     }
 
@@ -30,6 +37,8 @@ public enum DirectPayload: Sendable {
         switch self {
         case let .text(text): return [Kind.text.rawValue] + text.serialize()
         case let .senderKey(channel, distribution): return [Kind.senderKey.rawValue] + channel.bytes + distribution.serialize()
+        case let .fileOffer(offer): return [Kind.fileOffer.rawValue] + offer.serialize()
+        case let .fileAnswer(answer): return [Kind.fileAnswer.rawValue] + answer.serialize()
         }
     }
 
@@ -48,6 +57,10 @@ public enum DirectPayload: Sendable {
             }
             self = .senderKey(channel: try ChannelID(Array(body.prefix(ChannelID.size))),
                               distribution: try SenderKeyDistributionMessage(parsing: Array(body.dropFirst(ChannelID.size))))
+        case .fileOffer:
+            self = .fileOffer(try FileOffer(parsing: body))
+        case .fileAnswer:
+            self = .fileAnswer(try FileAnswer(parsing: body))
         }
     }
 }

@@ -62,6 +62,25 @@ public enum ColorConversion {
         return out
     }
 
+    /// Converts an I420 frame into 32-bpp BGRA rows written at `destination`, `stride` bytes apart
+    /// (an X image's buffer). The caller guarantees `stride × (height − 1) + width × 4` bytes.
+    public static func i420ToBGRA(_ frame: I420Frame, into destination: UnsafeMutableRawPointer, stride: Int) throws {
+        try frame.checkPlanes()
+        guard stride >= frame.width * bytesPerPixel else {
+            throw MediaError.codec("BGRA stride \(stride) is shorter than \(frame.width) pixels")
+        }
+        let result = frame.y.withUnsafeBufferPointer { y in
+            frame.u.withUnsafeBufferPointer { u in
+                frame.v.withUnsafeBufferPointer { v in
+                    I420ToARGB(y.baseAddress, Int32(frame.width), u.baseAddress, Int32(frame.chromaWidth),
+                               v.baseAddress, Int32(frame.chromaWidth), destination.assumingMemoryBound(to: UInt8.self),
+                               Int32(stride), Int32(frame.width), Int32(frame.height))
+                }
+            }
+        }
+        guard result == 0 else { throw MediaError.codec("libyuv I420ToARGB failed (\(result))") }
+    }
+
     /// How `scale` filters. Box averages every source pixel under a destination pixel, which keeps
     /// thin text strokes visible when shrinking a screen; bilinear is faster and fine for enlarging.
     public enum ScaleFilter: Sendable {

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
 import ShroudRelayCore
@@ -20,12 +21,16 @@ public final class HTTPEndpointServer: Service, Sendable {
     private let logger: Logger
     private let onBound: @Sendable (SocketAddress) -> Void
     private let sessions: RelaySessionDriver?
+    private let tls: NIOSSLContext?
 
+    /// With `tls`, every connection is TLS first (HTTPS and `wss://` on the one port); a client
+    /// that does not complete the handshake is closed without an HTTP answer.
     /// With `sessions`, a GET of `/ws` with a WebSocket upgrade becomes a session connection on the
     /// same port; everything else is answered by `routes`.
     public init(host: String, port: Int, routes: HTTPRoutes, group: MultiThreadedEventLoopGroup,
-                logger: Logger, sessions: RelaySessionDriver? = nil, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+                logger: Logger, sessions: RelaySessionDriver? = nil, tls: NIOSSLContext? = nil, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
         self.sessions = sessions
+        self.tls = tls
         self.host = host
         self.port = port
         self.routes = routes
@@ -38,6 +43,7 @@ public final class HTTPEndpointServer: Service, Sendable {
         let routes = self.routes
         let logger = self.logger
         let sessions = self.sessions
+        let tls = self.tls
         sessions?.start()
         defer { sessions?.stop() }
         let channel = try await ServerBootstrap(group: group)
@@ -46,6 +52,7 @@ public final class HTTPEndpointServer: Service, Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let endpoints = HTTPEndpointHandler(routes: routes, logger: logger, sessions: sessions)
                     var upgrade: NIOHTTPServerUpgradeConfiguration?
                     if let sessions {
@@ -75,6 +82,8 @@ public final class HTTPEndpointServer: Service, Sendable {
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        // Sessions end before the event loops do (their close callbacks need the relay's loop).
+        try? await sessions?.closeAllConnections().get()
     }
 }
 

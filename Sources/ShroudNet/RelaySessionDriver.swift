@@ -38,10 +38,22 @@ public final class RelaySessionDriver: @unchecked Sendable {
     private var channels: [ConnectionID: Channel] = [:]
     private var connectionOf: [ObjectIdentifier: ConnectionID] = [:]
     private var ticker: RepeatedTask?
+    /// Frames received and not yet handed to the core, in arrival order, and whether a drain is
+    /// scheduled. Frames that arrive while the core works on a batch wait here and then go to the
+    /// core together, under one store commit (group commit).
+    private var pendingFrames: [(ConnectionID, [UInt8])] = []
+    private var drainScheduled = false
+    /// The most frames one store transaction covers by default; more wait for the next one, so a
+    /// burst never makes one commit (and the replies waiting on it) arbitrarily late.
+    public static let defaultFramesPerCommit = 512
+    /// This driver's limit (1 turns group commit off: one transaction per frame, for comparison).
+    public let framesPerCommit: Int
     /// Sends datagrams for UDP participants that the session core produced (WebSocket media).
     private var datagramSender: (@Sendable (MediaAddress, [UInt8]) -> Void)?
 
-    public init(relay: Relay, loop: EventLoop, logger: Logger, clock: @escaping @Sendable () -> UInt64 = systemMilliseconds) {
+    public init(relay: Relay, loop: EventLoop, logger: Logger, clock: @escaping @Sendable () -> UInt64 = systemMilliseconds,
+                framesPerCommit: Int = defaultFramesPerCommit) {
+        self.framesPerCommit = max(1, framesPerCommit)
         self.relay = relay
         self.loop = loop
         self.logger = logger
@@ -53,6 +65,8 @@ public final class RelaySessionDriver: @unchecked Sendable {
         loop.execute { [self] in
             guard ticker == nil else { return }
             ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+                // An answer waiting in the batch is judged before its deadline is.
+                drainPendingFrames()
                 perform(relay.tick(now: clock()))
             }
         }
@@ -97,26 +111,65 @@ public final class RelaySessionDriver: @unchecked Sendable {
     func received(_ channel: Channel, _ bytes: [UInt8]) {
         loop.execute { [self] in
             guard let id = connectionOf[ObjectIdentifier(channel)] else { return }
-            perform(relay.receive(bytes, from: id, now: clock()))
+            pendingFrames.append((id, bytes))
+            guard !drainScheduled else { return }
+            drainScheduled = true
+            // Queued behind the hops already waiting on the loop, so their frames join this batch.
+            loop.execute { [self] in
+                drainScheduled = false
+                drainPendingFrames()
+            }
         }
+    }
+
+    /// Hands the waiting frames to the core in batches of at most `framesPerCommit`; the
+    /// replies are written only after each batch committed.
+    private func drainPendingFrames() {
+        let frames = pendingFrames
+        pendingFrames.removeAll(keepingCapacity: true)
+        for batch in Self.commitBatches(frames, framesPerCommit: framesPerCommit) {
+            perform(relay.receive(batch: batch, now: clock()))
+        }
+    }
+
+    /// Splits waiting frames, in order, into batches of at most `framesPerCommit` (at least 1).
+    static func commitBatches<Frame>(_ frames: [Frame], framesPerCommit: Int) -> [[Frame]] {
+        let size = max(1, framesPerCommit)
+        return stride(from: 0, to: frames.count, by: size).map { Array(frames[$0..<min($0 + size, frames.count)]) }
     }
 
     func closed(_ channel: Channel) {
         loop.execute { [self] in
+            // Frames the connection sent before closing are handled first, as they arrived.
+            drainPendingFrames()
             guard let id = connectionOf.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             channels[id] = nil
-            relay.disconnected(id)
+            perform(relay.disconnected(id))
+        }
+    }
+
+    /// Closes every session connection and completes once they are all closed, so that their
+    /// last callbacks reach this loop before the event loops shut down.
+    public func closeAllConnections() -> EventLoopFuture<Void> {
+        loop.flatSubmit { [self] in
+            let closing = channels.values.map { $0.close().flatMapErrorThrowing { _ in } }
+            return EventLoopFuture.andAllComplete(closing, on: loop)
         }
     }
 
     private func perform(_ actions: [RelayAction]) {
+        // Frames for one connection are written together and flushed once at the end: one
+        // system call for a batch's replies and deliveries instead of one per frame.
+        var written: [ObjectIdentifier: Channel] = [:]
+        defer { for channel in written.values { channel.flush() } }
         for action in actions {
             switch action {
             case let .send(id, bytes):
                 guard let channel = channels[id] else { continue }
                 let count = bytes.count
                 let frame = WebSocketFrame(fin: true, opcode: .binary, data: channel.allocator.buffer(bytes: bytes))
-                channel.writeAndFlush(frame).whenComplete { [self] _ in
+                written[ObjectIdentifier(channel)] = channel
+                channel.write(frame).whenComplete { [self] _ in
                     // Reported even when the write failed: the core then simply forgets the bytes.
                     loop.execute { [self] in perform(relay.written(id, bytes: count)) }
                 }
@@ -167,7 +220,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         awaitingPong = false
         switch frame.opcode {
         case .binary:
-            driver.received(context.channel, Array(frame.unmaskedData.readableBytesView))
+            driver.received(context.channel, frame.unmaskedBytes)
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .pong:

@@ -2,10 +2,11 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ShroudWire
 
-/// The client end of a session WebSocket (plain `ws://`; no TLS yet): connects, upgrades on
+/// The client end of a session WebSocket (`ws://`, or `wss://` when given a TLS context): connects, upgrades on
 /// `/ws`, sends session frames (masked, as RFC 6455 requires of clients) and yields the binary
 /// frames the relay sends. Used by tests and available to the client program.
 ///
@@ -16,16 +17,18 @@ public struct SessionClientConnection: Sendable {
     public let channel: Channel
     private let inbox: FrameInbox
 
-    public static func connect(host: String, port: Int, group: EventLoopGroup) async throws -> SessionClientConnection {
-        try await bootstrap(host: host, port: port, group: group).get()
+    public static func connect(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext? = nil) async throws -> SessionClientConnection {
+        try await bootstrap(host: host, port: port, group: group, tls: tls).get()
     }
 
     /// Connects and upgrades, blocking the calling thread (never call it on an event loop).
-    public static func connectBlocking(host: String, port: Int, group: EventLoopGroup) throws -> SessionClientConnection {
-        try bootstrap(host: host, port: port, group: group).wait()
+    /// With `tls`, the relay's certificate is verified for `host` (by name; an IP address is
+    /// checked against the certificate's IP addresses) before anything else is sent.
+    public static func connectBlocking(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext? = nil) throws -> SessionClientConnection {
+        try bootstrap(host: host, port: port, group: group, tls: tls).wait()
     }
 
-    private static func bootstrap(host: String, port: Int, group: EventLoopGroup) -> EventLoopFuture<SessionClientConnection> {
+    private static func bootstrap(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext?) -> EventLoopFuture<SessionClientConnection> {
         let inbox = FrameInbox()
         let upgraded = group.next().makePromise(of: Void.self)
         let connected = ClientBootstrap(group: group).channelInitializer { channel in
@@ -37,10 +40,20 @@ public struct SessionClientConnection: Sendable {
             let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
                 context.pipeline.removeHandler(requester, promise: nil)
             })
+            // A failed TLS handshake closes the channel; its reason must reach the caller.
+            let failures = FailureRecorder(upgraded)
+            let secured = channel.eventLoop.makeCompletedFuture {
+                if let tls {
+                    // SNI carries names only; an IP address literal is verified without it.
+                    let name = isIPAddress(host) ? nil : host
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: name))
+                }
+            }
             // The relay's challenge can arrive in the same read as the 101 response: those bytes
             // must go on to the WebSocket decoder, not be dropped with the HTTP decoder.
-            return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade)
+            return secured.flatMap { channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: upgrade) }
                 .flatMap { channel.pipeline.addHandler(requester) }
+                .flatMap { channel.pipeline.addHandler(failures) }
         }.connect(host: host, port: port)
         // A refused or failed connection never reaches the upgrade: fail its promise too, or NIO
         // reports it as leaked (a crash in debug builds).
@@ -67,6 +80,14 @@ public struct SessionClientConnection: Sendable {
     public func sendBlocking(_ frame: SessionFrame) throws {
         let data = channel.allocator.buffer(bytes: frame.serialize())
         try channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data)).wait()
+    }
+
+    /// Queues a frame without waiting for the write: for streams whose caller bounds what is in
+    /// flight itself (the file transfer's relay pipe window). A failed write closes the channel,
+    /// which the next read reports.
+    public func sendWithoutWaiting(_ frame: SessionFrame) {
+        let data = channel.allocator.buffer(bytes: frame.serialize())
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data), promise: nil)
     }
 
     /// The next session frame; throws when the connection closed first or the frame is malformed.
@@ -146,12 +167,13 @@ private final class FrameCollector: ChannelInboundHandler, Sendable {
 }
 
 /// Sends the HTTP upgrade request once connected; the upgrade handler adds the WebSocket headers.
-private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+/// Public so that other WebSocket clients of the relay (the load generator) send the same request.
+public final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    public typealias InboundIn = HTTPClientResponsePart
+    public typealias OutboundOut = HTTPClientRequestPart
     let host: String
-    init(host: String) { self.host = host }
-    func channelActive(context: ChannelHandlerContext) {
+    public init(host: String) { self.host = host }
+    public func channelActive(context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
         headers.add(name: "Content-Length", value: "0")
@@ -160,4 +182,20 @@ private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         context.fireChannelActive()
     }
+}
+
+/// Fails the connection's upgrade promise with the first error in the pipeline (a failed TLS
+/// handshake, say), so that the caller hears why rather than only that the channel closed.
+private final class FailureRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let promise: EventLoopPromise<Void>
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}
+
+private func isIPAddress(_ host: String) -> Bool {
+    (try? SocketAddress(ipAddress: host, port: 0)) != nil
 }

@@ -17,10 +17,13 @@ public struct HTTPRoutes: Sendable {
     public static let protocolVersion = 1
     public let version: String
     public let configuration: RelayConfiguration
+    /// Writes `/metrics` from a statistics snapshot (the network layer's swift-metrics exporter).
+    public let metricsText: @Sendable (RelayStatistics) -> String
 
-    public init(version: String, configuration: RelayConfiguration) {
+    public init(version: String, configuration: RelayConfiguration, metricsText: @escaping @Sendable (RelayStatistics) -> String) {
         self.version = version
         self.configuration = configuration
+        self.metricsText = metricsText
     }
 
     /// The admin endpoints, served only when SC_ADMIN_TOKEN is set and the request carries
@@ -63,7 +66,7 @@ public struct HTTPRoutes: Sendable {
         guard method == "GET" || method == "HEAD" else { return json(405, #"{"error":"method not allowed"}"#) }
         guard let statistics else { return json(503, #"{"error":"statistics unavailable"}"#) }
         if route == "/metrics" {
-            return Response(status: 200, contentType: "text/plain; version=0.0.4", body: statistics.prometheusText)
+            return Response(status: 200, contentType: "text/plain; version=0.0.4", body: metricsText(statistics))
         }
         return json(200, statistics.json)
     }

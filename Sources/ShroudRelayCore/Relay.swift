@@ -80,6 +80,7 @@ public final class Relay {
     private var nextExpirySweep: UInt64 = 0
     private var actions: [RelayAction] = []
     private var counters = RelayStatistics()
+    private var pipes: RelayPipes
 
     /// `relayBinding` is what clients sign to prove they meant this relay: its public URL (e.g.
     /// `wss://relay.example:8443/ws`) or identity, at most 255 bytes of UTF-8.
@@ -90,7 +91,11 @@ public final class Relay {
         self.relayBinding = relayBinding
         self.limits = limits
         self.random = random
+        pipes = RelayPipes(limits: limits.pipes)
     }
+
+    /// Relay pipes in the table (waiting for their second end or open).
+    public var pipeCount: Int { pipes.count }
 
     public var connectionCount: Int { connections.count }
 
@@ -165,6 +170,11 @@ public final class Relay {
         case let .authenticated(identity):
             if frame.message.isRelayToClient || frame.message.type == .authenticate {
                 fail(id, requestID: frame.requestID, .unexpectedMessage, "\(frame.message.type) is not a client request")
+            } else if case let .pipeData(pipe, data) = frame.message {
+                // Stream data is limited per pipe in bytes, not by the request bucket.
+                forwardInPipe(pipe, frame: frame, raw: bytes, dataBytes: data.count, from: id, rateLimited: true, now: now)
+            } else if case let .pipeAck(pipe, _) = frame.message {
+                forwardInPipe(pipe, frame: frame, raw: bytes, dataBytes: 0, from: id, rateLimited: false, now: now)
             } else if case let .mediaDatagram(datagram) = frame.message {
                 // Media has its own per-sender rate limit in the room core, not the request bucket.
                 forwardSessionMedia(datagram, from: id, now: now)
@@ -183,6 +193,38 @@ public final class Relay {
         return drain()
     }
 
+    /// Several frames, from any connections, in arrival order, under one store transaction (group
+    /// commit, `RelayStore.batch`): the returned actions, the `ok`s included, exist only once that
+    /// transaction committed. If the commit fails nothing of the batch is acknowledged: every
+    /// connection that sent a frame in it or would have been written to is closed (and forgotten),
+    /// so that no client and no cursor in memory believes in what the store does not hold; clients
+    /// reconnect and resend what was not acknowledged.
+    public func receive(batch frames: [(ConnectionID, [UInt8])], now: UInt64) -> [RelayAction] {
+        var batchActions: [RelayAction] = []
+        do {
+            try store.batch {
+                for (id, bytes) in frames { batchActions += receive(bytes, from: id, now: now) }
+            }
+            return batchActions
+        } catch {
+            var affected = Set(frames.map(\.0))
+            // Media datagrams do not depend on the store: they still go out.
+            var datagrams: [RelayAction] = []
+            for action in batchActions {
+                switch action {
+                case let .send(id, _), let .close(id): affected.insert(id)
+                case .sendDatagram: datagrams.append(action)
+                }
+            }
+            // Connections the batch had already closed are closed here too: their own close was
+            // among the discarded actions.
+            return datagrams + affected.sorted().map { id in
+                forget(id)
+                return .close(id)
+            }
+        }
+    }
+
     /// The adapter finished writing `bytes` (one frame) to the connection. Returns deliveries that
     /// were held back while the connection's outbound queue was half full.
     public func written(_ id: ConnectionID, bytes: Int) -> [RelayAction] {
@@ -197,9 +239,12 @@ public final class Relay {
         return drain()
     }
 
-    /// The connection closed (by the client or the network).
-    public func disconnected(_ id: ConnectionID) {
+    /// The connection closed (by the client or the network). Returns the notices to the other
+    /// ends of its pipes.
+    @discardableResult
+    public func disconnected(_ id: ConnectionID) -> [RelayAction] {
         forget(id)
+        return drain()
     }
 
     /// Closes connections whose authentication deadline passed and, every sweep interval, deletes
@@ -374,6 +419,26 @@ public final class Relay {
                 reply(.channelDelivery(channel: channel, sequence: message.sequence, receivedAt: message.receivedAt, blob: message.blob))
             }
             reply(.ok)
+        case let .openPipe(pipe):
+            switch pipes.open(pipe, by: id, now: now) {
+            case .waiting:
+                reply(.ok)
+            case let .ready(other):
+                reply(.ok)
+                let ready = SessionFrame(.pipeReady(pipe: pipe, bytesPerSecond: limits.pipes.bytesPerSecond))
+                send(other, ready)
+                send(id, ready)
+            case let .refused(code, text):
+                refuse(code, text)
+            }
+        case let .closePipe(pipe):
+            let (member, other) = pipes.close(pipe, by: id)
+            guard member else { refuse(.notFound, "not in this pipe"); return }
+            reply(.ok)
+            if let other { send(other, SessionFrame(.pipeClosed(pipe: pipe, code: .pipeEnded))) }
+        case .pipeData, .pipeAck:
+            // Handled in `receive`, outside the request bucket.
+            break
         case let .joinRoom(channel, transport):
             guard try member(channel, identity, refuse) != nil else { return }
             let token = MediaToken(validated: randomBytes(MediaToken.size))
@@ -394,7 +459,7 @@ public final class Relay {
             // Handled in `receive`, outside the request rate limit.
             break
         case .challenge, .authenticate, .ok, .error, .bundle, .prekeyCount, .directDelivery, .invite, .channelJoined,
-             .members, .channelDelivery, .membershipChanged, .roomJoined, .roomLeft:
+             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed, .roomJoined, .roomLeft:
             // Filtered out by `receive` before reaching here.
             refuse(.unexpectedMessage, "not a client request")
         }
@@ -487,6 +552,23 @@ public final class Relay {
         }
     }
 
+    // MARK: Pipes
+
+    /// Passes `pipeData` or `pipeAck` to the pipe's other end, unchanged when it came with request
+    /// id 0 (as clients send it). A frame outside an open pipe gets an error; one past the
+    /// pipe's byte rate closes the pipe for both ends.
+    private func forwardInPipe(_ pipe: PipeID, frame: SessionFrame, raw: [UInt8], dataBytes: Int, from id: ConnectionID,
+                               rateLimited: Bool, now: UInt64) {
+        switch pipes.forward(pipe, bytes: dataBytes, from: id, rateLimited: rateLimited, now: now) {
+        case let .forward(other):
+            sendSerialized(other, frame.requestID == 0 ? raw : SessionFrame(frame.message).serialize())
+        case let .refused(code, text):
+            send(id, SessionFrame(requestID: frame.requestID, .error(code: code, text: text)))
+        case let .closed(ends):
+            for end in ends { send(end, SessionFrame(.pipeClosed(pipe: pipe, code: .rateLimited))) }
+        }
+    }
+
     // MARK: Media over the session (WebSocket fallback)
 
     /// A `mediaDatagram` frame from a participant that joined with transport `session`.
@@ -548,6 +630,7 @@ public final class Relay {
 
     private func forget(_ id: ConnectionID) {
         guard let connection = connections.removeValue(forKey: id) else { return }
+        for (pipe, other) in pipes.disconnected(id) { send(other, SessionFrame(.pipeClosed(pipe: pipe, code: .pipeEnded))) }
         media.withCore { _ = $0.leave(connection: id) }
         let remaining = connectionsByAddress[connection.address, default: 1] - 1
         connectionsByAddress[connection.address] = remaining > 0 ? remaining : nil
@@ -562,8 +645,15 @@ public final class Relay {
         return actions
     }
 
+    /// Eight bytes per call to the generator: with the system generator each call is a
+    /// `getrandom` system call, which per byte cost more than the rest of a message's handling.
     private func randomBytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count + 7)
+        while bytes.count < count {
+            withUnsafeBytes(of: random.next()) { bytes.append(contentsOf: $0) }
+        }
+        return Array(bytes.prefix(count))
     }
 }
 

@@ -30,6 +30,8 @@ public struct RelayLimits: Sendable, Equatable {
     /// One-time prekeys held for one identity.
     public var maximumOneTimePrekeys: Int = defaultMaximumOneTimePrekeys
     public var maximumMembersPerChannel: Int = SessionLimits.maximumMembersPerChannel
+    /// Blind byte pipes for file transfers (`RelayPipes`).
+    public var pipes = PipeLimits()
     /// How often `tick` deletes expired messages and invites.
     public var expirySweepIntervalMilliseconds: UInt64 = defaultExpirySweepIntervalMilliseconds
 

@@ -48,8 +48,10 @@ public struct RelayStatistics: Sendable, Equatable {
         mediaRetransmissionsGone = media.retransmissionsGone
     }
 
-    /// (name, help, type, value) for every figure, in a fixed order.
-    var figures: [(String, String, String, Int)] {
+    /// (name, help, type, value) for every figure, in a fixed order; type is "counter" or
+    /// "gauge". `/admin/stats` and `/metrics` export exactly this list, so a new figure needs one
+    /// line here and nothing else.
+    public var figures: [(String, String, String, Int)] {
         [
             ("connections", "Open session connections", "gauge", connections),
             ("authenticated_connections", "Authenticated session connections", "gauge", authenticatedConnections),
@@ -82,12 +84,5 @@ public struct RelayStatistics: Sendable, Equatable {
     /// One JSON object, keys as in `figures`.
     public var json: String {
         "{" + figures.map { "\"\($0.0)\":\($0.3)" }.joined(separator: ",") + "}"
-    }
-
-    /// Prometheus text exposition format 0.0.4, every name prefixed `shroud_relay_`.
-    public var prometheusText: String {
-        figures.map { name, help, type, value in
-            "# HELP shroud_relay_\(name) \(help)\n# TYPE shroud_relay_\(name) \(type)\nshroud_relay_\(name) \(value)\n"
-        }.joined()
     }
 }

@@ -65,6 +65,21 @@ public protocol RelayStore: AnyObject {
     /// Deletes direct messages, channel messages and invites whose expiry is at or before `now`.
     /// Returns how many records were deleted.
     func expire(now: UInt64) throws -> Int
+
+    // MARK: Group commit
+
+    /// Runs `body`, in which every store call joins one transaction that commits when `body`
+    /// returns; returns only after that commit, and throws (having changed nothing) if it fails.
+    /// Each call inside stays atomic on its own: one that throws changes nothing, the others keep
+    /// their changes. Calls inside see each other's changes. The relay batches the frames that
+    /// arrived together so that one commit covers many messages; its replies go out only after
+    /// `batch` returned, so "acknowledged ⇒ committed" still holds. Not reentrant.
+    func batch<T>(_ body: () throws -> T) throws -> T
+}
+
+extension RelayStore {
+    /// A store whose calls are each committed on their own needs nothing more.
+    public func batch<T>(_ body: () throws -> T) throws -> T { try body() }
 }
 
 public struct QueuedDirectMessage: Equatable, Sendable {

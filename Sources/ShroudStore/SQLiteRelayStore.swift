@@ -11,8 +11,14 @@ import ShroudWire
 ///
 /// The tables hold public keys, channel ids, roles, timestamps and padded ciphertext; no table has a
 /// sender column, so the database cannot pair a direct message's sender with its recipient.
+///
+/// `batch` groups many calls into one transaction (group commit): one commit for all the frames
+/// the relay received together, instead of one per call, each call inside under its own savepoint.
 public final class SQLiteRelayStore: RelayStore {
     private let database: DatabasePool
+    /// The writer connection while a `batch` is open; every call runs on it then. Touched only by
+    /// the thread that calls the store (the relay's loop).
+    private var batchDatabase: Database?
 
     /// Opens (creating if needed) the database at `path`; its directory is created 0700.
     public init(path: String) throws {
@@ -140,20 +146,22 @@ public final class SQLiteRelayStore: RelayStore {
     public func enqueueDirect(id: MessageID, recipient: IdentityKey, receivedAt: UInt64, expiresAt: UInt64,
                               blob: [UInt8], maximumQueued: Int) throws -> UInt64? {
         try write { db in
-            let queued = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM direct_message WHERE recipient = ?", arguments: [data(recipient)]) ?? 0
+            // Cached statements on the hot path: parsing the SQL on every message cost more than running it.
+            let count = try db.cachedStatement(sql: "SELECT COUNT(*) FROM direct_message WHERE recipient = ?")
+            let queued = try Int.fetchOne(count, arguments: [data(recipient)]) ?? 0
             guard queued < maximumQueued else { return nil }
-            try db.execute(sql: "INSERT INTO direct_message (id, recipient, received_at, expires_at, blob) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [data(id), data(recipient), Int64(clamping: receivedAt), Int64(clamping: expiresAt), Data(blob)])
+            try db.cachedStatement(sql: "INSERT INTO direct_message (id, recipient, received_at, expires_at, blob) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [data(id), data(recipient), Int64(clamping: receivedAt), Int64(clamping: expiresAt), Data(blob)])
             return UInt64(db.lastInsertedRowID)
         }
     }
 
     public func pendingDirect(recipient: IdentityKey, afterSequence: UInt64, limit: Int) throws -> [QueuedDirectMessage] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT sequence, id, received_at, blob FROM direct_message
                 WHERE recipient = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """, arguments: [data(recipient), Int64(clamping: afterSequence), limit]).map { row in
+                """), arguments: [data(recipient), Int64(clamping: afterSequence), limit]).map { row in
                 QueuedDirectMessage(sequence: try uint64(row, "sequence"), id: try MessageID(bytes(row, "id")),
                                     receivedAt: try uint64(row, "received_at"), blob: bytes(row, "blob"))
             }
@@ -163,8 +171,9 @@ public final class SQLiteRelayStore: RelayStore {
     public func deleteDirect(recipient: IdentityKey, ids: [MessageID]) throws -> Int {
         try write { db in
             var deleted = 0
+            let delete = try db.cachedStatement(sql: "DELETE FROM direct_message WHERE recipient = ? AND id = ?")
             for id in ids {
-                try db.execute(sql: "DELETE FROM direct_message WHERE recipient = ? AND id = ?", arguments: [data(recipient), data(id)])
+                try delete.execute(arguments: [data(recipient), data(id)])
                 deleted += db.changesCount
             }
             return deleted
@@ -338,14 +347,41 @@ public final class SQLiteRelayStore: RelayStore {
                                   acknowledgedThrough: record.lastSequence))
     }
 
+    public func batch<T>(_ body: () throws -> T) throws -> T {
+        guard batchDatabase == nil else { throw RelayStoreError.storage("batch is not reentrant") }
+        do {
+            return try database.write { db in
+                batchDatabase = db
+                defer { batchDatabase = nil }
+                return try body()
+            }
+        } catch let error as DatabaseError {
+            throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
+        }
+    }
+
     private func write<T>(_ body: (Database) throws -> T) throws -> T {
-        do { return try database.write(body) } catch let error as DatabaseError {
+        do {
+            guard let db = batchDatabase else { return try database.write(body) }
+            // Inside a batch: a savepoint keeps this call all-or-nothing within the open transaction.
+            var result: T?
+            try db.inSavepoint {
+                result = try body(db)
+                return .commit
+            }
+            guard let result else { throw RelayStoreError.storage("savepoint returned no result") }
+            return result
+        } catch let error as DatabaseError {
             throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
         }
     }
 
     private func read<T>(_ body: (Database) throws -> T) throws -> T {
-        do { return try database.read(body) } catch let error as DatabaseError {
+        do {
+            // Inside a batch, read on the writer so that the batch's own uncommitted changes show.
+            if let db = batchDatabase { return try body(db) }
+            return try database.read(body)
+        } catch let error as DatabaseError {
             throw RelayStoreError.storage(error.message ?? "\(error.resultCode)")
         }
     }

@@ -61,6 +61,8 @@ public enum SessionLimits {
     /// The largest padded blob (a sealed direct message or a channel message): the largest
     /// padding bucket, 4 MiB.
     public static let maximumBlobSize = 4 << 20
+    /// Largest `pipeData` payload (not padded: the pipe carries a stream, not stored blobs).
+    public static let maximumPipeDataSize = 4 << 20
     /// The largest encrypted channel metadata blob.
     public static let maximumMetadataSize = 64 << 10
     /// The whole frame: the largest blob plus the largest fixed fields of any message, rounded up.
@@ -105,6 +107,8 @@ public enum RelayMessageType: UInt8, Sendable, CaseIterable {
     case channelJoined = 0x35, leaveChannel = 0x36, kickMember = 0x37, setRole = 0x38, listMembers = 0x39
     case members = 0x3A, sendChannel = 0x3B, channelDelivery = 0x3C, acknowledgeChannel = 0x3D
     case fetchHistory = 0x3E, membershipChanged = 0x3F
+    // File transfer relay pipes (docs/PROTOCOL.md §7): 0x50–0x5F.
+    case openPipe = 0x50, pipeReady = 0x51, pipeData = 0x52, pipeAck = 0x53, closePipe = 0x54, pipeClosed = 0x55
     case joinRoom = 0x40, roomJoined = 0x41, leaveRoom = 0x42, mediaDatagram = 0x43, roomLeft = 0x44
 }
 
@@ -289,6 +293,19 @@ public enum RelayMessage: Equatable, Sendable {
     /// R→C, pushed to every member when the membership changes, so clients rotate sender keys.
     case membershipChanged(channel: ChannelID, member: IdentityKey, change: MembershipChange, role: ChannelRole)
 
+    /// Client: join the pipe named `pipe` (a rendezvous both ends derive from their secret); `ok`.
+    case openPipe(pipe: PipeID)
+    /// Relay (request id 0): both ends are in; each may send at most `bytesPerSecond` of data.
+    case pipeReady(pipe: PipeID, bytesPerSecond: UInt64)
+    /// Either way, request id 0, no reply: opaque bytes for the other end of the pipe.
+    case pipeData(pipe: PipeID, data: [UInt8])
+    /// Either way, request id 0, no reply: the sender of this consumed `bytes` more of the pipe's
+    /// data (end-to-end flow control; the relay only forwards it).
+    case pipeAck(pipe: PipeID, bytes: UInt32)
+    /// Client: leave the pipe; `ok`. The other end gets `pipeClosed`.
+    case closePipe(pipe: PipeID)
+    /// Relay (request id 0): the pipe is gone (the other end left, or a limit was broken).
+    case pipeClosed(pipe: PipeID, code: SessionErrorCode)
     /// C→R, joins the channel's voice room (members only); a connection is in at most one room.
     case joinRoom(channel: ChannelID, transport: MediaTransport)
     /// R→C, the answer to `joinRoom`: the token to bind a UDP address with (valid until
@@ -333,6 +350,12 @@ public enum RelayMessage: Equatable, Sendable {
         case .acknowledgeChannel: .acknowledgeChannel
         case .fetchHistory: .fetchHistory
         case .membershipChanged: .membershipChanged
+        case .openPipe: .openPipe
+        case .pipeReady: .pipeReady
+        case .pipeData: .pipeData
+        case .pipeAck: .pipeAck
+        case .closePipe: .closePipe
+        case .pipeClosed: .pipeClosed
         case .joinRoom: .joinRoom
         case .roomJoined: .roomJoined
         case .leaveRoom: .leaveRoom
@@ -345,7 +368,7 @@ public enum RelayMessage: Equatable, Sendable {
     public var isRelayToClient: Bool {
         switch type {
         case .challenge, .ok, .error, .bundle, .prekeyCount, .directDelivery, .invite, .channelJoined,
-             .members, .channelDelivery, .membershipChanged, .roomJoined, .roomLeft: true
+             .members, .channelDelivery, .membershipChanged, .pipeReady, .pipeClosed, .roomJoined, .roomLeft: true
         default: false
         }
     }
@@ -489,6 +512,24 @@ public enum RelayMessage: Equatable, Sendable {
                 throw WireError.invalid(field: "membership change", reason: "unknown value \(rawChange)")
             }
             self = .membershipChanged(channel: channel, member: member, change: change, role: try Self.readRole(&r))
+        case .openPipe:
+            self = .openPipe(pipe: try PipeID(reading: &r))
+        case .pipeReady:
+            self = .pipeReady(pipe: try PipeID(reading: &r), bytesPerSecond: try r.readUInt64("bytes per second"))
+        case .pipeData:
+            let pipe = try PipeID(reading: &r)
+            let length = Int(try r.readUInt32("pipe data length"))
+            guard length >= 1 else { throw WireError.invalid(field: "pipe data", reason: "empty") }
+            guard length <= SessionLimits.maximumPipeDataSize else {
+                throw WireError.tooLarge(field: "pipe data", size: length, limit: SessionLimits.maximumPipeDataSize)
+            }
+            self = .pipeData(pipe: pipe, data: try r.readBytes(length, "pipe data"))
+        case .pipeAck:
+            self = .pipeAck(pipe: try PipeID(reading: &r), bytes: try r.readUInt32("acknowledged bytes"))
+        case .closePipe:
+            self = .closePipe(pipe: try PipeID(reading: &r))
+        case .pipeClosed:
+            self = .pipeClosed(pipe: try PipeID(reading: &r), code: SessionErrorCode(rawValue: try r.readUInt16("error code")))
         case .joinRoom:
             let channel = try ChannelID(reading: &r)
             let raw = try r.readUInt8("media transport")
@@ -628,6 +669,16 @@ public enum RelayMessage: Equatable, Sendable {
             w.write(channel); w.write(after); w.write(limit)
         case let .membershipChanged(channel, member, change, role):
             w.write(channel); w.write(member); w.write(change.rawValue); w.write(role.rawValue)
+        case let .openPipe(pipe), let .closePipe(pipe):
+            w.write(pipe)
+        case let .pipeReady(pipe, rate):
+            w.write(pipe); w.write(rate)
+        case let .pipeData(pipe, data):
+            w.write(pipe); w.write(UInt32(clamping: data.count)); w.write(bytes: data)
+        case let .pipeAck(pipe, bytes):
+            w.write(pipe); w.write(bytes)
+        case let .pipeClosed(pipe, code):
+            w.write(pipe); w.write(code.rawValue)
         }
     }
 

@@ -64,6 +64,15 @@ public struct ChannelID: FixedSizeBytes {
     public init(validated bytes: [UInt8]) { self.bytes = bytes }
 }
 
+/// A relay pipe's rendezvous: 16 bytes both ends derive from a secret they share (the file
+/// transfer key); knowing it is the right to join the pipe.
+public struct PipeID: FixedSizeBytes {
+    public static let size = 16
+    public static let fieldName = "pipe id"
+    public let bytes: [UInt8]
+    public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
 /// A queued message's identifier: 16 random bytes chosen by the relay.
 public struct MessageID: FixedSizeBytes {
     public static let size = 16
@@ -86,6 +95,11 @@ public struct ChallengeNonce: FixedSizeBytes {
     public static let fieldName = "nonce"
     public let bytes: [UInt8]
     public init(validated bytes: [UInt8]) { self.bytes = bytes }
+}
+
+extension SessionErrorCode {
+    /// In `pipeClosed` only: the other end left the pipe or its session ended (no error).
+    public static let pipeEnded = SessionErrorCode(rawValue: 0)
 }
 
 /// A media-plane binding token: 16 random bytes chosen by the relay in `roomJoined`. Sent in a

@@ -10,6 +10,7 @@ let groups: [(name: String, summary: String, run: ([String]) throws -> Void)] = 
     ("ratchet", "Double Ratchet encrypt+decrypt of 1 KiB messages per second", benchRatchet),
     ("relay", "Relay core sealed direct messages sent+delivered+acknowledged per second, in-memory and SQLite", benchRelay),
     ("mediaplane", "routing header, retransmission cache, packetize/assemble, voice receiver per packet", benchMediaPlane),
+    ("screen", "simulcast sender CPU and bitrate per screen, relay layer selector per packet", benchScreen),
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

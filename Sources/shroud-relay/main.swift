@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import ShroudNet
 import ShroudRelayCore
@@ -31,6 +32,8 @@ let usage = """
       --ice-turn-secret SECRET      SC_ICE_TURN_SECRET
       --admin-token TOKEN           SC_ADMIN_TOKEN
       --log-level LEVEL             trace|debug|info|notice|warning|error (default info)
+      --frames-per-commit N         frames the relay stores under one SQLite commit (default 512;
+                                    1 commits each frame alone, for comparison)
       --version                     print the version and exit
       -h, --help                    print this help and exit
     """
@@ -47,6 +50,7 @@ let flagKeys: [String: RelayConfiguration.Key] = Dictionary(uniqueKeysWithValues
 
 var flags: [RelayConfiguration.Key: String] = [:]
 var logLevel = Logger.Level.info
+var framesPerCommit = RelaySessionDriver.defaultFramesPerCommit
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     let (name, inlineValue): (String, String?) = {
@@ -62,6 +66,11 @@ while let argument = arguments.popFirst() {
     case "--version":
         print("shroud-relay \(relayVersion)")
         exit(0)
+    case "--frames-per-commit":
+        guard let text = inlineValue ?? arguments.popFirst(), let value = Int(text), value >= 1 else {
+            fail("--frames-per-commit needs a positive integer", status: 2)
+        }
+        framesPerCommit = value
     case "--log-level":
         guard let text = inlineValue ?? arguments.popFirst(), let level = Logger.Level(rawValue: text) else {
             fail("--log-level needs one of trace, debug, info, notice, warning, error", status: 2)
@@ -90,11 +99,17 @@ do {
 }
 
 let chosenLogLevel = logLevel
-// TLS arrives with the session layer. Until then a relay asked for TLS refuses to start rather
-// than serve in clear while the operator believes it is encrypted.
-if configuration.usesTLS {
-    fail("TLS (SC_TLS_CERT/SC_TLS_KEY) is not supported by this version yet; terminate TLS in a reverse proxy in front of the relay", status: 2)
+// TLS: the certificate and key are read once, at start; a bad file is a configuration error.
+// (Renewed certificates take effect on restart: docs/OPERATIONS.md, TLS.)
+var tlsContext: NIOSSLContext?
+if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+    do {
+        tlsContext = try RelayTLS.serverContext(certificatePath: certificate, keyPath: key)
+    } catch {
+        fail("\(error)", status: 2)
+    }
 }
+let serverTLS = tlsContext
 
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
@@ -124,7 +139,7 @@ do {
 // The core runs on one event loop; connections on any loop hop onto it.
 let relay = Relay(store: store, relayBinding: relayBinding, limits: RelayLimits(configuration: configuration),
                   random: SystemRandomNumberGenerator())
-let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger)
+let sessions = RelaySessionDriver(relay: relay, loop: group.next(), logger: logger, framesPerCommit: framesPerCommit)
 // The media plane: UDP on SC_MEDIA_PORT (default SC_PORT), its own thread, the rooms shared with
 // the session core.
 let mediaPlane: MediaPlaneServer
@@ -142,13 +157,13 @@ logger.info("storage", metadata: ["database": "\(databasePath)", "relay": "\(rel
 let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
 let http = HTTPEndpointServer(
     host: configuration.host, port: configuration.port,
-    routes: HTTPRoutes(version: relayVersion, configuration: configuration),
-    group: group, logger: logger, sessions: sessions,
+    routes: HTTPRoutes(version: relayVersion, configuration: configuration, metricsText: RelayMetricsExporter().render),
+    group: group, logger: logger, sessions: sessions, tls: serverTLS,
     onBound: { address in
         logger.info("listening", metadata: [
             "address": "\(address.ipAddress ?? configuration.host)", "port": "\(address.port ?? configuration.port)",
             "media_port": "\(mediaPlane.port)",
-            "version": "\(relayVersion)",
+            "version": "\(relayVersion)", "tls": "\(serverTLS != nil)",
         ])
         systemd.ready(status: "listening on port \(address.port ?? configuration.port)")
     })

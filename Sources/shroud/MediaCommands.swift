@@ -44,7 +44,7 @@ struct MediaCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "media",
         abstract: "Record from the screen or an audio device to files, to test them before a call.",
-        subcommands: [RecordScreen.self, RecordAudio.self])
+        subcommands: [RecordScreen.self, RecordAudio.self, Play.self])
 
     struct RecordScreen: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -170,6 +170,100 @@ struct MediaCommand: ParsableCommand {
                 ["out": out, "seconds": seconds, "packets": packets, "bitrate": bitrate * 1000,
                  "xruns": (source as? DeviceSource)?.capture.stats.xruns ?? 0])
         }
+    }
+}
+
+extension MediaCommand {
+    /// `shroud media play`: shows a recording in the viewer window a screen watch uses, so the
+    /// window (scaling, title, resize, close) can be tried without a call.
+    struct Play: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "play", abstract: "Show an .ivf (VP8) or .y4m recording in an X11 window, at its frame rate.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The recording: .ivf or .y4m.", valueName: "FILE")) var file: String
+        @Option(help: "X11 display, e.g. :0 (default: $DISPLAY).") var display: String?
+        @Option(help: "Window width (default: the video's).") var width: Int?
+        @Option(help: "Window height (default: the video's).") var height: Int?
+        @Option(help: ArgumentHelp("Seconds to keep the last picture up after the end.", valueName: "S")) var hold: Double = 0
+
+        func validate() throws {
+            guard file.hasSuffix(".ivf") || file.hasSuffix(".y4m") else { throw ValidationError("FILE must end in .ivf or .y4m") }
+            for side in [width, height].compactMap({ $0 }) {
+                guard (1 ... VideoWindow.maximumDimension).contains(side) else {
+                    throw ValidationError("--width and --height must be 1-\(VideoWindow.maximumDimension)")
+                }
+            }
+            guard hold >= 0, hold <= 24 * 3600 else { throw ValidationError("--hold must be 0 or more seconds") }
+        }
+
+        func run() throws {
+            var frames = try RecordingFrames(path: file)
+            let x = try X11Display(name: display)
+            let size = PixelSize(width: width ?? frames.width, height: height ?? frames.height)
+            let window = try VideoWindow(display: x, title: "Shroud — \((file as NSString).lastPathComponent) (\(frames.width)x\(frames.height))",
+                                         width: size.width, height: size.height)
+            global.output.note("Showing \(file) (\(frames.width)x\(frames.height), \(frames.fps) fps) in window 0x\(String(window.windowID, radix: 16)) on \(x.name)")
+            let interval = 1.0 / Double(frames.fps)
+            let start = Date()
+            var shown = 0
+            var closed = false
+            while let picture = try frames.next() {
+                let due = start.addingTimeInterval(Double(shown) * interval)
+                if due > Date() { Thread.sleep(until: due) }
+                guard try window.processEvents() else { closed = true; break }
+                try window.draw(picture)
+                shown += 1
+            }
+            if !closed {
+                global.output.note("Last frame shown")
+                let end = Date().addingTimeInterval(hold)
+                while Date() < end {
+                    guard try window.processEvents() else { closed = true; break }
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+            }
+            window.close()
+            global.output.emit("Played \(shown) frames of \(file) in a \(window.size) window (\(window.method.rawValue))\(closed ? ", closed by the user" : "")",
+                               ["file": file, "frames": shown, "width": window.size.width, "height": window.size.height,
+                                "method": window.method.rawValue, "closed": closed])
+        }
+    }
+}
+
+/// The pictures of a recording, decoded: IVF through VP8, Y4M as stored.
+struct RecordingFrames {
+    let width: Int, height: Int, fps: Int
+    private var ivf: IVFReader?
+    private var y4m: Y4MReader?
+    private let decoder: VP8Decoder?
+
+    init(path: String) throws {
+        if path.hasSuffix(".y4m") {
+            let reader = try Y4MReader(path: path)
+            y4m = reader
+            width = reader.width
+            height = reader.height
+            fps = max(1, reader.frameRate.numerator / max(1, reader.frameRate.denominator))
+            decoder = nil
+        } else {
+            let reader = try IVFReader(path: path)
+            ivf = reader
+            width = reader.width
+            height = reader.height
+            fps = max(1, reader.timeBase.denominator / max(1, reader.timeBase.numerator))
+            decoder = try VP8Decoder()
+        }
+        guard (1 ... VideoWindow.maximumDimension).contains(width), (1 ... VideoWindow.maximumDimension).contains(height) else {
+            throw Failure("\(path): a \(width)x\(height) picture cannot be shown")
+        }
+    }
+
+    mutating func next() throws -> I420Frame? {
+        if y4m != nil { return try y4m?.readFrame() }
+        while let frame = try ivf?.readFrame() {
+            if let picture = try decoder?.decode(frame.data).last { return picture }
+        }
+        return nil
     }
 }
 

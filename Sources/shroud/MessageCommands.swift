@@ -162,6 +162,11 @@ final class MessagingClient {
         try sendPayload(plaintext, to: remoteSigningKey, random: &random)
     }
 
+    /// Sends any direct payload kind (file offers and answers too) the same way as text.
+    func send(_ payload: DirectPayload, to remoteSigningKey: [UInt8], random: inout some RandomSource) throws {
+        try sendPayload(payload.serialize(), to: remoteSigningKey, random: &random)
+    }
+
     /// Encrypts a serialized `DirectPayload` to one identity through the pairwise session (started
     /// from the prekey bundle on first contact), seals the sender, pads and hands it to the relay.
     func sendPayload(_ plaintext: [UInt8], to remoteSigningKey: [UInt8], random: inout some RandomSource) throws {
@@ -237,6 +242,51 @@ final class MessagingClient {
             try handle(frame, random: &random, show: show, keepingText: keepingText)
             try afterEach()
         }
+    }
+
+    // MARK: File payloads (docs/PROTOCOL.md §7)
+
+    /// What a command does with a decrypted file offer or answer.
+    enum Disposition {
+        /// Done with it: mark it processed and acknowledge it.
+        case processed
+        /// Another command wants it: keep it in the inbox, unacknowledged, so the relay delivers it
+        /// again on a later connection (a file offer seen by `msg read`, text seen by `file send`).
+        case leave
+    }
+
+    /// One decrypted file offer or answer.
+    struct Delivery {
+        let id: MessageID
+        let sender: IdentityID
+        /// The pinned contact, or nil for an unknown sender.
+        let contact: Contact?
+        let receivedAt: UInt64
+        let payload: DirectPayload
+        var fromName: String { contact?.name ?? sender.text }
+    }
+
+    /// Decides about file offers and answers; `file send` and `file receive` set it. Without it
+    /// (`msg read`, `listen`, `channel read`), a current offer is left for `file receive` with a
+    /// note on stderr, and stale offers and answers (only a running `file send` wants those) are dropped.
+    var fileHandler: ((Delivery) throws -> Disposition)?
+
+    private func fileDisposition(_ delivery: Delivery) throws -> Disposition {
+        if let fileHandler { return try fileHandler(delivery) }
+        if case let .fileOffer(offer) = delivery.payload, FileOfferPolicy.isFresh(offer, receivedAt: delivery.receivedAt) {
+            FileHandle.standardError.write(Data("shroud: \(delivery.fromName) offers a file (\(offer.size) bytes): run 'shroud file receive'\n".utf8))
+            return .leave
+        }
+        return .processed
+    }
+
+    /// Marks a delivery left earlier (`.leave`) as processed, forgets its inbox row, and acknowledges it.
+    func markProcessed(_ delivery: Delivery) throws {
+        try profile.store.atomically {
+            try profile.store.setSetting(RelaySettings.processedMessageKey(delivery.id), String(delivery.receivedAt))
+            try profile.store.removeSealedSecret(named: Self.inboxName(delivery.id))
+        }
+        _ = try session.request(.acknowledgeDirect([delivery.id]))
     }
 
     /// Called with every membership notice, after the profile was updated (the voice plane and
@@ -319,6 +369,16 @@ final class MessagingClient {
                         try profile.store.removeSealedSecret(named: Self.inboxName(id))
                     }
                 }
+                if entry.payload.isFileSignal {
+                    let senderID = try IdentityID(signingKey: entry.sender)
+                    let delivery = Delivery(id: id, sender: senderID, contact: try book.contact(for: senderID), receivedAt: receivedAt,
+                                            payload: entry.payload)
+                    guard case .processed = try fileDisposition(delivery) else { return }
+                    try profile.store.atomically {
+                        try profile.store.setSetting(processedKey, String(receivedAt))
+                        try profile.store.removeSealedSecret(named: Self.inboxName(id))
+                    }
+                }
             } catch {
                 FileHandle.standardError.write(Data("shroud: dropped undecryptable message \(Hex.encode(id.bytes)): \(oneLine(error))\n".utf8))
                 try profile.store.setSetting(processedKey, String(receivedAt))
@@ -327,7 +387,7 @@ final class MessagingClient {
         _ = try session.request(.acknowledgeDirect([id]))
     }
 
-    /// The inbox keeps each decrypted text message until it is shown, sealed by the profile's row
+    /// The inbox keeps each decrypted text message (and file offer or answer) until it is handled, sealed by the profile's row
     /// cipher, under `dm-inbox:<id hex>` in the `sealed_secret` table: sender Ed25519 key (32) ‖ DirectPayload.
     private static func inboxName(_ id: MessageID) -> String { "dm-inbox:" + Hex.encode(id.bytes) }
     private static let inboxTable = "sealed_secret"
@@ -347,7 +407,9 @@ final class MessagingClient {
                                                             signedPreKeys: prekeys, sessions: sessions, now: nowSeconds(),
                                                             random: &random)
         let payload = try DirectPayload(parsing: plaintext)
-        if case .text = payload {
+        // Text and file signals are kept until handled: a command that leaves one finds it here
+        // when the relay delivers it again.
+        if payload.isFileSignal || payload.kind == .text {
             let name = Self.inboxName(id)
             try profile.store.storeSealedSecret(try RowCipher(secrets: profile.secrets).seal(sender.signingKey + plaintext, table: Self.inboxTable,
                                                                                              row: [Array(name.utf8)]), named: name)

@@ -6,23 +6,30 @@ import ShroudNet
 import ShroudStore
 import ShroudWire
 
-/// A relay's address as the user writes it: `ws://HOST:PORT`, optionally ending in `/ws` (the
-/// only path the relay serves sessions on). TLS (`wss://`) is refused until the client speaks it.
+/// A relay's address as the user writes it: `ws://HOST:PORT` or, with TLS, `wss://HOST:PORT`,
+/// optionally ending in `/ws` (the only path the relay serves sessions on).
 struct RelayAddress: Equatable {
     static let defaultPort = 8443
     let host: String
     let port: Int
+    /// `wss://`: TLS, the relay's certificate verified against the system's roots and
+    /// SHROUD_CA_FILE.
+    let secure: Bool
 
     /// The canonical text, used as the key under which the relay's binding is pinned.
-    var text: String { "ws://\(host):\(port)" }
+    var text: String { "\(secure ? "wss" : "ws")://\(host):\(port)" }
 
     init(parsing input: String) throws {
         var rest = Substring(input.trimmingCharacters(in: .whitespaces))
-        guard rest.hasPrefix("ws://") else {
-            throw Failure(rest.hasPrefix("wss://") ? "wss:// is not supported yet: use ws:// (through a TLS proxy's plain side)"
-                                                   : "server '\(input)' must look like ws://HOST:PORT")
+        if rest.hasPrefix("wss://") {
+            secure = true
+            rest = rest.dropFirst("wss://".count)
+        } else if rest.hasPrefix("ws://") {
+            secure = false
+            rest = rest.dropFirst("ws://".count)
+        } else {
+            throw Failure("server '\(input)' must look like ws://HOST:PORT or wss://HOST:PORT")
         }
-        rest = rest.dropFirst("ws://".count)
         if rest.hasSuffix(sessionWebSocketPath) { rest = rest.dropLast(sessionWebSocketPath.count) }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         let hostPart: Substring
@@ -67,7 +74,7 @@ extension GlobalOptions {
             return try RelayAddress(parsing: server)
         }
         if let server = try profile.setting(RelaySettings.serverKey), !server.isEmpty { return try RelayAddress(parsing: server) }
-        throw Failure("no relay: give --server ws://HOST:PORT or set SHROUD_SERVER")
+        throw Failure("no relay: give --server ws://HOST:PORT (or wss://) or set SHROUD_SERVER")
     }
 }
 
@@ -102,10 +109,17 @@ final class RelaySession {
         self.address = address
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
-            connection = try SessionClientConnection.connectBlocking(host: address.host, port: address.port, group: group)
+            let tls = address.secure
+                ? try RelayTLS.clientContext(caFile: ProcessInfo.processInfo.environment[RelayTLS.caFileVariable].flatMap { $0.isEmpty ? nil : $0 })
+                : nil
+            connection = try SessionClientConnection.connectBlocking(host: address.host, port: address.port, group: group, tls: tls)
+        } catch let error as TLSSetupError {
+            try? group.syncShutdownGracefully()
+            throw Failure("\(error)")
         } catch {
             try? group.syncShutdownGracefully()
-            throw Failure("cannot reach the relay at \(address.text): \(oneLine(error))")
+            let reason = RelayTLS.failureReason(error, host: address.host) ?? oneLine(error)
+            throw Failure("cannot reach the relay at \(address.text): \(reason)")
         }
         do {
             let first = try connection.nextBlocking(timeout: Self.replyTimeout)
@@ -166,6 +180,14 @@ final class RelaySession {
             }
             pushed.append(frame)
         }
+    }
+
+    /// Sends a message that has no reply (request id 0): relay pipe data and acknowledgements.
+    /// Does not wait for the write: the pipe's window bounds what is in flight, and a failed
+    /// write closes the connection, which the next read reports.
+    func post(_ message: RelayMessage) throws {
+        guard connection.channel.isActive else { throw Failure("lost the connection to the relay at \(address.text)") }
+        connection.sendWithoutWaiting(SessionFrame(requestID: 0, message))
     }
 
     /// The next frame the relay pushes on its own, or nil when none comes within `timeout` seconds.

@@ -181,19 +181,7 @@ import Testing
         try ok(alice, port, ["channel", "create", "lobby"])
         let invite = try #require(try ok(alice, port, ["channel", "invite", "lobby"]).first?["invite"] as? String)
         try ok(bob, port, ["channel", "join", invite])
-        let listener = Process()
-        listener.executableURL = URL(fileURLWithPath: shroud)
-        listener.arguments = ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "--json", "listen"]
-        listener.environment = ProcessInfo.processInfo.environment.merging(passphrase) { $1 }
-        let output = Pipe()
-        listener.standardOutput = output
-        listener.standardError = FileHandle.nullDevice
-        let lines = LineBuffer()
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty { lines.append(data) }
-        }
-        try runWithSignalsUnblocked(listener)
+        let (listener, lines) = try startCollectingOutput(shroud, ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "--json", "listen"], environment: passphrase)
         defer { if listener.isRunning { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() } }
 
         try ok(alice, port, ["channel", "send", "lobby", "live one"])

@@ -155,6 +155,26 @@ final class LineBuffer: @unchecked Sendable {
     }
 }
 
+/// Starts a long-running command (e.g. `shroud listen`) whose standard output is collected line by
+/// line while it runs; standard error is discarded. The caller stops it (SIGTERM or SIGKILL).
+func startCollectingOutput(_ executable: String, _ arguments: [String],
+                           environment extra: [String: String] = [:]) throws -> (process: Process, lines: LineBuffer) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    let lines = LineBuffer()
+    output.fileHandleForReading.readabilityHandler = { handle in
+        let data = handle.availableData
+        if !data.isEmpty { lines.append(data) }
+    }
+    try runWithSignalsUnblocked(process)
+    return (process, lines)
+}
+
 /// A plain HTTP/1.0 GET over a loopback TCP socket; returns (status line, body).
 func httpGet(port: Int, path: String, headers: [String] = []) throws -> (status: String, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

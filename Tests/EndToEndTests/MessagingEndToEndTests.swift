@@ -193,19 +193,7 @@ import Testing
         #expect(try run(shroud, ["--home", bob, "contact", "add", "alice", aliceID]).status == 0)
         let (relay, port) = try startRelay(in: relayDir)
 
-        let listener = Process()
-        listener.executableURL = URL(fileURLWithPath: shroud)
-        listener.arguments = ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "listen", "--json"]
-        listener.environment = ProcessInfo.processInfo.environment.merging(passphrase) { $1 }
-        let output = Pipe()
-        listener.standardOutput = output
-        listener.standardError = FileHandle.nullDevice
-        let lines = LineBuffer()
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty { lines.append(data) }
-        }
-        try runWithSignalsUnblocked(listener)
+        let (listener, lines) = try startCollectingOutput(shroud, ["--home", bob, "--server", "ws://127.0.0.1:\(port)", "listen", "--json"], environment: passphrase)
         defer { if listener.isRunning { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() } }
 
         if idleFirst {

@@ -29,7 +29,7 @@ import ShroudRelayCore
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let config = try RelayConfiguration.resolve(flags: [.port: "0"], environment: [:], dotEnv: nil)
         let (bound, boundContinuation) = AsyncStream<Int>.makeStream()
-        let server = HTTPEndpointServer(host: "127.0.0.1", port: 0, routes: HTTPRoutes(version: "t", configuration: config),
+        let server = HTTPEndpointServer(host: "127.0.0.1", port: 0, routes: HTTPRoutes(version: "t", configuration: config, metricsText: RelayMetricsExporter().render),
                                         group: group, logger: Logger(label: "test"),
                                         onBound: { boundContinuation.yield($0.port ?? 0) })
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "test"))

@@ -185,7 +185,7 @@ extension SessionClientConnection {
                           random: SystemRandomNumberGenerator())
         let driver = RelaySessionDriver(relay: relay, loop: group.next(), logger: Logger(label: "test"))
         let (bound, boundContinuation) = AsyncStream<Int>.makeStream()
-        let server = HTTPEndpointServer(host: "127.0.0.1", port: 0, routes: HTTPRoutes(version: "t", configuration: config),
+        let server = HTTPEndpointServer(host: "127.0.0.1", port: 0, routes: HTTPRoutes(version: "t", configuration: config, metricsText: RelayMetricsExporter().render),
                                         group: group, logger: Logger(label: "test"), sessions: driver,
                                         onBound: { boundContinuation.yield($0.port ?? 0) })
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "test"))

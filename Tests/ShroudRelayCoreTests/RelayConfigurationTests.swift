@@ -81,7 +81,8 @@ import Testing
 }
 
 @Suite struct HTTPRoutesTests {
-    let routes = HTTPRoutes(version: "9.9", configuration: try! RelayConfiguration.resolve(flags: [:], environment: [:], dotEnv: nil))
+    let routes = HTTPRoutes(version: "9.9", configuration: try! RelayConfiguration.resolve(flags: [:], environment: [:], dotEnv: nil),
+                            metricsText: { _ in "" })
 
     @Test func healthAndInfo() {
         #expect(routes.respond(method: "GET", path: "/health") == .init(status: 200, contentType: "application/json", body: #"{"status":"ok"}"#))
@@ -102,7 +103,9 @@ import Testing
     private func routes(token: String?) throws -> HTTPRoutes {
         var flags: [RelayConfiguration.Key: String] = [:]
         if let token { flags[.adminToken] = token }
-        return HTTPRoutes(version: "1", configuration: try RelayConfiguration.resolve(flags: flags, environment: [:], dotEnv: nil))
+        // The metrics text itself is the exporter's (ShroudNetTests); here only who may see it.
+        return HTTPRoutes(version: "1", configuration: try RelayConfiguration.resolve(flags: flags, environment: [:], dotEnv: nil),
+                          metricsText: { "deliveries \($0.deliveriesSent) direct \($0.directMessagesAccepted)" })
     }
 
     @Test func adminEndpointsNeedTheBearerToken() throws {
@@ -123,8 +126,7 @@ import Testing
         #expect(json.body.hasPrefix(#"{"connections":3,"#) && json.body.contains(#""direct_messages_accepted_total":7"#))
         let metrics = r.respond(method: "GET", path: "/metrics", authorization: "Bearer s3cret-token", statistics: stats)
         #expect(metrics.status == 200 && metrics.contentType.hasPrefix("text/plain"))
-        #expect(metrics.body.contains("# TYPE shroud_relay_direct_messages_accepted_total counter\nshroud_relay_direct_messages_accepted_total 7\n"))
-        #expect(metrics.body.contains("shroud_relay_connections 3\n"))
+        #expect(metrics.body == "deliveries 0 direct 7")
     }
 
     @Test func constantTimeComparison() {

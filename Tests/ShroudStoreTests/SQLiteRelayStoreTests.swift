@@ -169,3 +169,58 @@ struct SigningIdentity {
         #expect(throws: RelayStoreError.self) { try RelayBinding.loadOrCreate(directory: directory, random: &random) }
     }
 }
+
+/// Group commit on SQLite: one transaction for a batch, visible to others only once it returns,
+/// each call inside still all-or-nothing.
+@Suite struct SQLiteRelayStoreBatchTests {
+    private func key(_ byte: UInt8) -> IdentityKey { try! IdentityKey([UInt8](repeating: byte, count: 32)) }
+    private func messageID(_ byte: UInt8) -> MessageID { try! MessageID([UInt8](repeating: byte, count: 16)) }
+    private let path = NSTemporaryDirectory() + "shroud-relay-batch-\(UUID().uuidString)/relay.db"
+
+    @Test func aBatchCommitsOnceWhenItReturns() throws {
+        let store = try SQLiteRelayStore(path: path)
+        let observer = try SQLiteRelayStore(path: path)
+        try store.batch {
+            for i in 1...3 {
+                _ = try store.enqueueDirect(id: messageID(UInt8(i)), recipient: key(9), receivedAt: 1, expiresAt: 100,
+                                            blob: [UInt8(i)], maximumQueued: 10)
+            }
+            // Inside the batch its own writes show; another connection sees nothing yet.
+            #expect(try store.pendingDirect(recipient: key(9), afterSequence: 0, limit: 10).count == 3)
+            #expect(try observer.pendingDirect(recipient: key(9), afterSequence: 0, limit: 10).isEmpty)
+        }
+        #expect(try observer.pendingDirect(recipient: key(9), afterSequence: 0, limit: 10).map(\.blob) == [[1], [2], [3]])
+    }
+
+    @Test func aFailingCallInsideChangesNothingAndTheOthersCommit() throws {
+        let store = try SQLiteRelayStore(path: path)
+        try store.batch {
+            _ = try store.enqueueDirect(id: messageID(1), recipient: key(9), receivedAt: 1, expiresAt: 100, blob: [1], maximumQueued: 10)
+            // A duplicate message id violates the UNIQUE constraint: this call throws and is undone alone.
+            #expect(throws: RelayStoreError.self) {
+                _ = try store.enqueueDirect(id: messageID(1), recipient: key(8), receivedAt: 1, expiresAt: 100, blob: [2], maximumQueued: 10)
+            }
+            #expect(throws: RelayStoreError.self) {
+                _ = try store.appendChannelMessage(channel: ChannelID([UInt8](repeating: 4, count: 16)), receivedAt: 1, expiresAt: 100, blob: [3])
+            }
+            _ = try store.enqueueDirect(id: messageID(2), recipient: key(9), receivedAt: 1, expiresAt: 100, blob: [4], maximumQueued: 10)
+        }
+        let reopened = try SQLiteRelayStore(path: path)
+        #expect(try reopened.pendingDirect(recipient: key(9), afterSequence: 0, limit: 10).map(\.blob) == [[1], [4]])
+        #expect(try reopened.pendingDirect(recipient: key(8), afterSequence: 0, limit: 10).isEmpty)
+    }
+
+    @Test func aBatchThatThrowsCommitsNothing() throws {
+        let store = try SQLiteRelayStore(path: path)
+        struct Abandon: Error {}
+        #expect(throws: Abandon.self) {
+            try store.batch {
+                _ = try store.enqueueDirect(id: messageID(1), recipient: key(9), receivedAt: 1, expiresAt: 100, blob: [1], maximumQueued: 10)
+                throw Abandon()
+            }
+        }
+        #expect(try store.pendingDirect(recipient: key(9), afterSequence: 0, limit: 10).isEmpty)
+        // Batches do not nest.
+        #expect(throws: RelayStoreError.self) { try store.batch { try store.batch {} } }
+    }
+}

@@ -45,6 +45,12 @@ let sampleMessages: [RelayMessage] = {
         .acknowledgeChannel(channel: channel, throughSequence: 13),
         .fetchHistory(channel: channel, afterSequence: 0, limit: 50),
         .membershipChanged(channel: channel, member: other, change: .kicked, role: .member),
+        .openPipe(pipe: filled(PipeID.self, 0x50)),
+        .pipeReady(pipe: filled(PipeID.self, 0x50), bytesPerSecond: 512 << 20),
+        .pipeData(pipe: filled(PipeID.self, 0x50), data: [1, 2, 3]),
+        .pipeAck(pipe: filled(PipeID.self, 0x50), bytes: 1 << 20),
+        .closePipe(pipe: filled(PipeID.self, 0x50)),
+        .pipeClosed(pipe: filled(PipeID.self, 0x50), code: .rateLimited),
         .joinRoom(channel: channel, transport: .session),
         .roomJoined(channel: channel, token: filled(MediaToken.self, 0x77), streamID: 0x0102_0304, tokenExpiresAt: 1_700_000_060_000, mediaPort: 8443),
         .leaveRoom(channel: channel),
@@ -130,6 +136,20 @@ let sampleMessages: [RelayMessage] = {
         let bytes = [UInt8](repeating: 0, count: SessionLimits.maximumFrameSize + 1)
         #expect(throws: WireError.tooLarge(field: "session frame", size: SessionLimits.maximumFrameSize + 1,
                                            limit: SessionLimits.maximumFrameSize)) { try SessionFrame(parsing: bytes) }
+    }
+
+    @Test func pipeDataLimit() throws {
+        let pipe = filled(PipeID.self, 7)
+        let atLimit = SessionFrame(.pipeData(pipe: pipe, data: [UInt8](repeating: 9, count: SessionLimits.maximumPipeDataSize))).serialize()
+        #expect(try SessionFrame(parsing: atLimit).message.type == .pipeData)
+        var pastLimit = SessionFrame(.pipeData(pipe: pipe, data: [9])).serialize()
+        pastLimit.replaceSubrange(SessionLimits.headerSize + 16..<SessionLimits.headerSize + 20, with: [0x00, 0x40, 0x00, 0x01])
+        #expect(throws: WireError.tooLarge(field: "pipe data", size: SessionLimits.maximumPipeDataSize + 1, limit: SessionLimits.maximumPipeDataSize)) {
+            try SessionFrame(parsing: pastLimit)
+        }
+        var empty = SessionFrame(.pipeData(pipe: pipe, data: [9])).serialize()
+        empty.replaceSubrange(SessionLimits.headerSize + 16..<SessionLimits.headerSize + 21, with: [0, 0, 0, 0])
+        #expect(throws: WireError.self) { try SessionFrame(parsing: empty) }
     }
 
     @Test func metadataLimit() throws {

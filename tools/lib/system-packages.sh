@@ -32,13 +32,20 @@ SHROUD_BUILD_PACKAGES=(
 )
 
 # What the tests drive for real: an X server, ALSA with the PulseAudio plugin and a PulseAudio
-# daemon for paced capture, and ffmpeg as an independent decoder of what Shroud writes.
+# daemon for paced capture, ffmpeg as an independent decoder of what Shroud writes, and openssl
+# and curl to make a test CA and certificate and to fetch the relay's /info over HTTPS.
 SHROUD_TEST_PACKAGES=(
-    xvfb x11-utils pulseaudio alsa-utils libasound2-plugins ffmpeg
+    xvfb x11-utils pulseaudio alsa-utils libasound2-plugins ffmpeg openssl curl
 )
 
 # What tools/make-fixtures needs to recreate media-fixtures/ (the tests only read the committed
 # files): speech synthesis, resampling, and text rendering with the DejaVu fonts.
 SHROUD_FIXTURE_PACKAGES=(
     espeak-ng sox imagemagick fonts-dejavu-core
+)
+
+# What tools/bench-files needs beside the build: a Python for magic-wormhole's virtual
+# environment, and GNU time for peak memory.
+SHROUD_BENCH_FILES_PACKAGES=(
+    python3 python3-venv time
 )

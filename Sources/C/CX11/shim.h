@@ -16,4 +16,5 @@ static inline Visual *shroud_x_default_visual(Display *d, int screen) { return D
 static inline int shroud_x_default_depth(Display *d, int screen) { return DefaultDepth(d, screen); }
 static inline int shroud_x_display_width(Display *d, int screen) { return DisplayWidth(d, screen); }
 static inline int shroud_x_display_height(Display *d, int screen) { return DisplayHeight(d, screen); }
+static inline unsigned long shroud_x_black_pixel(Display *d, int screen) { return BlackPixel(d, screen); }
 #endif

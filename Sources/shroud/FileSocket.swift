@@ -1,0 +1,178 @@
+import Foundation
+
+/// A connected TCP socket on blocking system calls with deadlines: the file transfer moves one
+/// stream of large frames, so plain `read`/`write` on 1 MiB buffers beats any event loop here.
+/// Owns its descriptor and closes it in deinit.
+final class StreamSocket {
+    let fd: Int32
+    /// Large kernel buffers keep the pipe full between the two processes' cipher work.
+    static let socketBufferBytes: Int32 = 4 << 20
+
+    init(adopting fd: Int32) {
+        self.fd = fd
+        var size = Self.socketBufferBytes
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Connects to `HOST:PORT` (IPv4 or a name) within `timeout` seconds.
+    static func connect(to candidate: String, timeout: Double) throws -> StreamSocket {
+        guard let colon = candidate.lastIndex(of: ":"), let port = UInt16(candidate[candidate.index(after: colon)...]), port > 0 else {
+            throw Failure("candidate '\(candidate)' is not HOST:PORT")
+        }
+        let host = String(candidate[..<colon])
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
+            throw Failure("cannot resolve '\(host)'")
+        }
+        defer { freeaddrinfo(result) }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
+        let socket = StreamSocket(adopting: fd)
+        if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+            guard errno == EINPROGRESS else { throw Failure("connect \(candidate): \(String(cString: strerror(errno)))") }
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&pfd, 1, Int32(timeout * 1000)) == 1 else { throw Failure("connect \(candidate): timed out") }
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            guard error == 0 else { throw Failure("connect \(candidate): \(String(cString: strerror(error)))") }
+        }
+        socket.setBlocking()
+        return socket
+    }
+
+    func setBlocking() {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
+    }
+
+    /// Waits until the socket is readable; false on timeout.
+    func waitReadable(timeout: Double) -> Bool {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, Int32(max(0, timeout) * 1000)) == 1
+    }
+
+    /// Fills `buffer` completely, or throws (peer closed, error, or nothing for `idle` seconds).
+    func readExactly(_ buffer: UnsafeMutableRawBufferPointer, idle: Double) throws {
+        var done = 0
+        while done < buffer.count {
+            guard waitReadable(timeout: idle) else { throw Failure("the peer sent nothing for \(Int(idle)) s") }
+            guard let base = buffer.baseAddress else { return }
+            let n = recv(fd, base + done, buffer.count - done, Int32(MSG_WAITALL))
+            if n == 0 { throw PeerClosed() }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw Failure("reading from the peer: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    func writeAll(_ buffer: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            guard let base = buffer.baseAddress else { return }
+            let n = send(fd, base + done, buffer.count - done, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EPIPE || errno == ECONNRESET { throw PeerClosed() }
+                throw Failure("writing to the peer: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+}
+
+struct PeerClosed: Error, CustomStringConvertible {
+    var description: String { "the peer closed the connection" }
+}
+
+/// A listening TCP socket on every IPv4 address, port chosen by the kernel.
+final class StreamListener {
+    let fd: Int32
+    let port: UInt16
+
+    init(port requested: UInt16) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        self.fd = fd
+        guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = INADDR_ANY
+        address.sin_port = requested.bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 8) == 0 else {
+            close(fd)
+            throw Failure("cannot listen for the direct connection: \(String(cString: strerror(errno)))")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = UInt16(bigEndian: address.sin_port)
+    }
+
+    deinit { close(fd) }
+
+    /// The next connection within `timeout` seconds, else nil.
+    func accept(timeout: Double) -> StreamSocket? {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, Int32(max(0, timeout) * 1000)) == 1 else { return nil }
+        let client = Glibc.accept(fd, nil, nil)
+        guard client >= 0 else { return nil }
+        _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+        return StreamSocket(adopting: client)
+    }
+
+    /// `ADDRESS:PORT` for every up IPv4 interface, others first and loopback last (tried in order).
+    func candidates() -> [String] {
+        var addresses: [String] = []
+        var loopback: [String] = []
+        var list: UnsafeMutablePointer<ifaddrs>?
+        if getifaddrs(&list) == 0 {
+            var cursor = list
+            while let entry = cursor {
+                defer { cursor = entry.pointee.ifa_next }
+                guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
+                      entry.pointee.ifa_flags & UInt32(IFF_UP) != 0 else { continue }
+                var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                guard getnameinfo(address, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
+                let text = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + ":\(port)"
+                if entry.pointee.ifa_flags & UInt32(IFF_LOOPBACK) != 0 { loopback.append(text) } else { addresses.append(text) }
+            }
+            freeifaddrs(list)
+        }
+        return Array((addresses + loopback).prefix(8))
+    }
+}
+
+/// A reliable byte stream between the two ends of a transfer: a direct TCP connection or a relay pipe.
+protocol TransferStream: AnyObject {
+    /// Fills `buffer` completely, or throws (`PeerClosed`, or nothing for `idle` seconds).
+    func readExactly(_ buffer: UnsafeMutableRawBufferPointer, idle: Double) throws
+    func writeAll(_ buffer: UnsafeRawBufferPointer) throws
+}
+
+extension TransferStream {
+    func readExactly(_ count: Int, idle: Double) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try readExactly($0, idle: idle) }
+        return bytes
+    }
+
+    func writeAll(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try writeAll($0) } }
+}
+
+extension StreamSocket: TransferStream {}
