@@ -9,8 +9,8 @@ import ShroudWire
 import Testing
 
 /// Media keys for the test: shared by the three members as the channel layer would share them.
-/// (The product's key distribution over channel sessions is not built yet; this test exercises
-/// the media path with known keys.)
+/// This suite exercises the engine and transports in-process with known keys; the product's key
+/// distribution over the channel is tested with the real binaries in `VoiceJoinEndToEndTests`.
 final class SharedTestKeys: MediaKeyProvider, @unchecked Sendable {
     let own: (UInt64, SecureBytes)?
     let all: [UInt64: SecureBytes]
