@@ -175,6 +175,31 @@ func startCollectingOutput(_ executable: String, _ arguments: [String],
     return (process, lines)
 }
 
+/// Starts `shroud-impair` in front of a relay's media port with the voice tests' impairment
+/// (10 % loss, 30 ms jitter, 5 % reordered by 30 ms, seed 7) and returns it with the port it listens
+/// on, read from its first output line `{"listening":PORT}`. The caller terminates it.
+func startVoiceImpairment(target mediaPort: Int, seconds: Int) throws -> (process: Process, port: Int) {
+    let proxy = Process()
+    proxy.executableURL = URL(fileURLWithPath: Binaries.path("shroud-impair"))
+    proxy.arguments = ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:\(mediaPort)", "--loss", "0.1", "--jitter-ms", "30",
+                       "--reorder", "0.05", "--reorder-ms", "30", "--seed", "7", "--duration", "\(seconds)"]
+    let output = Pipe()
+    proxy.standardOutput = output
+    try runWithSignalsUnblocked(proxy)
+    var firstLine = Data()
+    while !firstLine.contains(UInt8(ascii: "\n")) {
+        let chunk = output.fileHandleForReading.availableData
+        guard !chunk.isEmpty else { break }
+        firstLine += chunk
+    }
+    let text = String(decoding: firstLine, as: UTF8.self)
+    guard let port = Int(text.split(separator: "\n").first.map { $0.filter(\.isNumber) } ?? "") else {
+        if proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() }
+        throw TimedOut(command: "shroud-impair did not say its port: \(text)")
+    }
+    return (proxy, port)
+}
+
 /// A plain HTTP/1.0 GET over a loopback TCP socket; returns (status line, body).
 func httpGet(port: Int, path: String, headers: [String] = []) throws -> (status: String, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -42,24 +42,12 @@ final class SharedTestKeys: MediaKeyProvider, @unchecked Sendable {
         let field = { (name: String) in line.split(separator: " ").first(where: { $0.hasPrefix(name + "=") }).flatMap { Int($0.dropFirst(name.count + 1)) } }
         let port = try #require(field("port"))
         var mediaPort = try #require(field("media_port"))
-        let proxy = Process()
-        defer { if proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() } }
+        var proxy: Process?
+        defer { if let proxy, proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() } }
         if impaired {
-            proxy.executableURL = URL(fileURLWithPath: Binaries.path("shroud-impair"))
-            proxy.arguments = ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:\(mediaPort)", "--loss", "0.1", "--jitter-ms", "30",
-                               "--reorder", "0.05", "--reorder-ms", "30", "--seed", "7", "--duration", "60"]
-            let output = Pipe()
-            proxy.standardOutput = output
-            try runWithSignalsUnblocked(proxy)
-            // First line: {"listening":PORT}
-            var firstLine = Data()
-            while !firstLine.contains(UInt8(ascii: "\n")) {
-                let chunk = output.fileHandleForReading.availableData
-                guard !chunk.isEmpty else { break }
-                firstLine += chunk
-            }
-            let text = String(decoding: firstLine, as: UTF8.self)
-            mediaPort = try #require(Int(text.split(separator: "\n").first.map { $0.filter(\.isNumber) } ?? ""))
+            let started = try startVoiceImpairment(target: mediaPort, seconds: 60)
+            proxy = started.process
+            mediaPort = started.port
         }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -107,25 +107,6 @@ import Testing
                  environment: passphrase)
     }
 
-    /// An impairment proxy in front of the relay's media port; returns it and its port.
-    private func impairment(_ world: World) throws -> (Process, Int) {
-        let proxy = Process()
-        proxy.executableURL = URL(fileURLWithPath: Binaries.path("shroud-impair"))
-        proxy.arguments = ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:\(world.mediaPort)", "--loss", "0.1", "--jitter-ms", "30",
-                           "--reorder", "0.05", "--reorder-ms", "30", "--seed", "7", "--duration", "90"]
-        let output = Pipe()
-        proxy.standardOutput = output
-        try runWithSignalsUnblocked(proxy)
-        var firstLine = Data()
-        while !firstLine.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            firstLine += chunk
-        }
-        let text = String(decoding: firstLine, as: UTF8.self)
-        return (proxy, try #require(Int(text.split(separator: "\n").first.map { $0.filter(\.isNumber) } ?? "")))
-    }
-
     @Test(.timeLimit(.minutes(4)), arguments: [false, true])
     func threeProfilesTalkInAPrivateChannel(impaired: Bool) throws {
         var world = World()
@@ -139,7 +120,7 @@ import Testing
         var proxy: Process?
         var extra: [String] = []
         if impaired {
-            let (process, port) = try impairment(world)
+            let (process, port) = try startVoiceImpairment(target: world.mediaPort, seconds: 90)
             proxy = process
             extra = ["--media-port", "\(port)"]
         }
