@@ -128,7 +128,7 @@ public struct MediaRoomCore {
     /// Created at a participant's first media packet: listeners cost no cache memory.
     private var caches: [UInt32: RetransmissionCache] = [:]
     private var nextRoom: UInt32 = 1
-    private var nextStream: UInt32 = 1
+    private var nextStream: UInt32 = MediaLayers.streamBlockSize
     public private(set) var counters = MediaStatistics()
 
     public init(maximumRoomSize: Int = MediaLimits.maximumRoomSize) {
@@ -186,7 +186,7 @@ public struct MediaRoomCore {
         if let address = participant.address { connectionOfAddress[address] = nil }
         connectionOfToken[participant.token] = nil
         connectionOfStream[participant.streamID] = nil
-        caches[participant.streamID] = nil
+        for layer in 0 ..< MediaLayers.streamBlockSize { caches[participant.streamID + layer] = nil }
         guard var room = rooms[participant.room] else { return nil }
         room.members.removeAll { $0.connection == connection }
         if room.members.isEmpty {
@@ -260,14 +260,15 @@ public struct MediaRoomCore {
         switch kind {
         case .media:
             guard let header = try? MediaRoutingHeader(parsing: datagram) else { counters.droppedMalformed += 1; return }
-            guard header.streamID == participant.streamID else { counters.droppedForeignStream += 1; return }
+            // A participant sends layer L on stream base + L (voice: layer 0, the base).
+            guard header.streamID == participant.streamID &+ UInt32(header.layer) else { counters.droppedForeignStream += 1; return }
             if caches[header.streamID] == nil { caches[header.streamID] = try? RetransmissionCache() }
             // Cannot throw: the size was checked above.
             try? caches[header.streamID]?.store(sequence: header.sequence, datagram: datagram)
             fanOut(room: participant.room, except: connection, into: &sink)
         case .nack:
             guard let nack = try? NackPacket(parsing: Array(datagram)) else { counters.droppedMalformed += 1; return }
-            guard let owner = connectionOfStream[nack.streamID], participants[owner]?.room == participant.room,
+            guard let owner = connectionOfStream[Self.blockBase(nack.streamID)], participants[owner]?.room == participant.room,
                   let cache = caches[nack.streamID] else {
                 counters.droppedUnknownStream += 1
                 return
@@ -284,7 +285,7 @@ public struct MediaRoomCore {
                                                 : (try? KeyframeRequest(parsing: Array(datagram))) != nil
             guard valid, datagram.count >= 8 else { counters.droppedMalformed += 1; return }
             let stream = UInt32(datagram[4]) << 24 | UInt32(datagram[5]) << 16 | UInt32(datagram[6]) << 8 | UInt32(datagram[7])
-            guard let owner = connectionOfStream[stream], owner != connection,
+            guard let owner = connectionOfStream[Self.blockBase(stream)], owner != connection,
                   let target = participants[owner], target.room == participant.room else {
                 counters.droppedUnknownStream += 1
                 return
@@ -359,12 +360,17 @@ public struct MediaRoomCore {
         return nextRoom
     }
 
+    /// The base of a fresh block of `MediaLayers.streamBlockSize` stream ids (a multiple of the
+    /// block size, never 0).
     private mutating func nextStreamID() -> UInt32 {
-        // Skip ids still in use after the counter wraps (after 4 billion joins).
-        while connectionOfStream[nextStream] != nil || nextStream == 0 { nextStream &+= 1 }
-        defer { nextStream &+= 1 }
+        // Skip blocks still in use after the counter wraps (after 500 million joins).
+        while connectionOfStream[nextStream] != nil || nextStream == 0 { nextStream &+= MediaLayers.streamBlockSize }
+        defer { nextStream &+= MediaLayers.streamBlockSize }
         return nextStream
     }
+
+    /// The base of the stream-id block `stream` lies in.
+    private static func blockBase(_ stream: UInt32) -> UInt32 { stream & ~(MediaLayers.streamBlockSize - 1) }
 }
 
 /// The room core shared by the session core (joins, leaves, WebSocket media) and the UDP adapter

@@ -439,8 +439,9 @@ public final class Relay {
         case .pipeData, .pipeAck:
             // Handled in `receive`, outside the request bucket.
             break
-        case let .joinRoom(channel, transport):
+        case let .joinRoom(channel, transport, purpose, _):
             guard try member(channel, identity, refuse) != nil else { return }
+            guard purpose == .voice else { refuse(.notFound, "this relay has no screen rooms yet"); return }
             let token = MediaToken(validated: randomBytes(MediaToken.size))
             do {
                 let grant = try media.withCore { core throws(MediaRoomCore.JoinRefusal) in

@@ -28,9 +28,9 @@ import Testing
 
     @Test func onlyMembersJoinTheRoom() throws {
         let (h, channel, a, _, c) = try setUp()
-        #expect(errorCode(h.request(c, .joinRoom(channel: channel, transport: .datagram))) == .notMember)
-        #expect(errorCode(h.request(c, .joinRoom(channel: channelID(9), transport: .datagram))) == .notFound)
-        let replies = h.request(a, .joinRoom(channel: channel, transport: .datagram))
+        #expect(errorCode(h.request(c, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7))) == .notMember)
+        #expect(errorCode(h.request(c, .joinRoom(channel: channelID(9), transport: .datagram, purpose: .voice, maxLayer: 7))) == .notFound)
+        let replies = h.request(a, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7))
         guard case let .roomJoined(joined, _, stream, expires, port) = try #require(replies.first) else { Issue.record("\(replies)"); return }
         #expect(joined == channel && stream != 0 && port == 8443)
         #expect(expires == h.now + MediaLimits.bindingLifetimeMilliseconds)
@@ -42,8 +42,8 @@ import Testing
 
     @Test func mediaRidesTheWebSocketBetweenSessionParticipants() throws {
         let (h, channel, a, b, _) = try setUp()
-        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session))).stream
-        _ = try grant(h.request(b, .joinRoom(channel: channel, transport: .session)))
+        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7))).stream
+        _ = try grant(h.request(b, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7)))
         let packet = try MediaPacket(streamID: alicesStream, sequence: 1, frameNumber: 1, payload: [UInt8](repeating: 5, count: 100)).serialized()
         // Media frames bypass the request rate limit: 300 in one millisecond all arrive.
         for _ in 0..<300 { h.sendRaw(a, SessionFrame(.mediaDatagram(packet)).serialize()) }
@@ -56,8 +56,8 @@ import Testing
 
     @Test func leavingOrBeingKickedFromTheChannelLeavesTheRoom() throws {
         let (h, channel, a, b, _) = try setUp()
-        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session))).stream
-        _ = try grant(h.request(b, .joinRoom(channel: channel, transport: .session)))
+        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7))).stream
+        _ = try grant(h.request(b, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7)))
         #expect(h.request(a, .kickMember(channel: channel, member: bob.key)) == [.ok])
         #expect(h.take(b).contains(.roomLeft(channel: channel)))
         #expect(h.relay.media.withCore { $0.participants(in: channel) } == [a])
@@ -71,7 +71,7 @@ import Testing
 
     @Test func unusedDatagramParticipantsExpireWithRoomLeft() throws {
         let (h, channel, a, _, _) = try setUp()
-        _ = try grant(h.request(a, .joinRoom(channel: channel, transport: .datagram)))
+        _ = try grant(h.request(a, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7)))
         h.advance(milliseconds: MediaLimits.bindingLifetimeMilliseconds)
         #expect(h.relay.statistics.mediaParticipants == 1)
         h.advance(milliseconds: 1)
@@ -81,8 +81,8 @@ import Testing
 
     @Test func webSocketMediaReachesUDPParticipantsThroughTheAdapter() throws {
         let (h, channel, a, b, _) = try setUp()
-        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session))).stream
-        let bobs = try grant(h.request(b, .joinRoom(channel: channel, transport: .datagram)))
+        let alicesStream = try grant(h.request(a, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7))).stream
+        let bobs = try grant(h.request(b, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7)))
         let bobsAddress = MediaAddress.ipv4(127, 0, 0, 2, port: 5000)
         var sink = RecordingSink()
         let now = h.now
