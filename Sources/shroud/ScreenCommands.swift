@@ -222,7 +222,9 @@ private final class ScreenShareSession {
         var nextStatistics = ContinuousClock.now + ScreenCommand.statisticsInterval
         var sessionFailure: String?
         var previous = ShareFigures()
-        while finished.wait(timeout: .now()) != .success {
+        var threadEnded = false
+        while true {
+            if finished.wait(timeout: .now()) == .success { threadEnded = true; break }
             do {
                 try context.client.receive(until: Date().addingTimeInterval(0.1), random: &random, show: { _ in }, keepingText: true,
                                            afterEach: takeRequests)
@@ -251,7 +253,7 @@ private final class ScreenShareSession {
             }
         }
         stopRequested.value = true
-        finished.wait()
+        if !threadEnded { finished.wait() }
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
         report(figures.value, since: ShareFigures(), onTerminal: false, final: true)
         room.leave(politely: sessionFailure == nil)
@@ -505,7 +507,9 @@ private final class ScreenWatchSession {
         let onTerminal = isatty(STDERR_FILENO) == 1 && !out.json
         var nextStatistics = ContinuousClock.now + ScreenCommand.statisticsInterval
         var sessionFailure: String?
-        while finished.wait(timeout: .now()) != .success {
+        var threadEnded = false
+        while true {
+            if finished.wait(timeout: .now()) == .success { threadEnded = true; break }
             do {
                 try context.client.receive(until: Date().addingTimeInterval(0.1), random: &random, show: { _ in }, keepingText: true,
                                            afterEach: takeKeys)
@@ -522,7 +526,7 @@ private final class ScreenWatchSession {
             }
         }
         stopRequested.value = true
-        finished.wait()
+        if !threadEnded { finished.wait() }
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
         report(figures.value, dropped: queue.dropped, onTerminal: false, final: true)
         room.leave(politely: sessionFailure == nil)
