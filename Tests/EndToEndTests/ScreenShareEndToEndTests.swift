@@ -149,22 +149,22 @@ import Testing
         let world = try start()
         let (homes, channel) = try people(world, ["alice", "bob", "carol"])
         let (alice, bob, carol) = (homes[0], homes[1], homes[2])
-        // Carol's link loses 30 % of the datagrams from 2 s to 5 s after the proxy starts.
+        let sharer = try screen(world, alice, ["share", channel, "--display", shared.displayName, "--quality", "720p", "--fps", "20",
+                                               "--duration", "30"])
+        _ = try sharer.waitFor("sharing")
+        // Carol's link loses 30 % of the datagrams from 3 s to 11 s after the proxy starts (she
+        // joins about 1.5 s after it), then recovers; the relay moves her back up after 8 s clean.
         let proxy = Process()
         proxy.executableURL = URL(fileURLWithPath: Binaries.path("shroud-impair"))
         proxy.arguments = ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:\(world.mediaPort)", "--loss", "0.3",
-                           "--loss-from", "2", "--loss-until", "5", "--seed", "6", "--duration", "60"]
+                           "--loss-from", "3", "--loss-until", "11", "--seed", "6", "--duration", "60"]
         let proxyOut = Pipe()
         proxy.standardOutput = proxyOut
         try runWithSignalsUnblocked(proxy)
         defer { if proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() } }
         let first = String(decoding: proxyOut.fileHandleForReading.availableData, as: UTF8.self)
         let proxyPort = try #require(Int(first.filter(\.isNumber)))
-
-        let sharer = try screen(world, alice, ["share", channel, "--display", shared.displayName, "--quality", "720p", "--fps", "20",
-                                               "--duration", "19"])
-        _ = try sharer.waitFor("sharing")
-        let lossy = try screen(world, carol, ["watch", channel, "--quality", "720p", "--media-port", "\(proxyPort)", "--duration", "17"])
+        let lossy = try screen(world, carol, ["watch", channel, "--quality", "720p", "--media-port", "\(proxyPort)", "--duration", "25"])
         let viewer = try screen(world, bob, ["watch", channel, "--window", "--display", viewerScreen.displayName, "--quality", "720p",
                                              "--duration", "4"])
         let announced = try viewer.waitFor("window")
@@ -192,8 +192,9 @@ import Testing
 
         // The lossy watcher: the top layer, then the 360p layer during the loss, then the top again.
         #expect(lossy.wait(timeout: 60) == 0, "\(lossy.stderr)")
-        let layers = statistics(lossy).compactMap { $0["layer"] as? Int }
-        print("screen e2e: lossy watcher's layer each second: \(layers)")
+        let seconds = statistics(lossy)
+        let layers = seconds.compactMap { $0["layer"] as? Int }
+        print("screen e2e: lossy watcher's layer and loss each second: \(seconds.map { "\($0["layer"] ?? "-")/\($0["loss_percent"] ?? "-")%" })")
         let down = try #require(layers.firstIndex(of: 0), "never moved down: \(layers)")
         #expect(layers[..<down].contains(1))
         #expect(layers[down...].contains(1), "never moved back up: \(layers)")
