@@ -43,6 +43,8 @@ public final class ScreenWatcher {
     private var decoder: VP8Decoder?
     private var decoderStream: UInt32?
     private var counts = Statistics()
+    /// The last keyframe that arrived before its key, shown once the key is there.
+    private var pendingKeyframe: (frame: AssembledFrame, keyID: UInt64)?
 
     public init(keys: MediaKeyProvider, framesPerSecond: Int = 30) {
         self.keys = keys
@@ -78,6 +80,10 @@ public final class ScreenWatcher {
     private func drain(now: Duration) throws -> (pictures: [Picture], feedback: [[UInt8]]) {
         var pictures: [Picture] = []
         var feedback: [[UInt8]] = []
+        if let pending = pendingKeyframe, keys.receiveKey(id: pending.keyID) != nil, receiver.streamID == pending.frame.streamID {
+            pendingKeyframe = nil
+            if let picture = try show(pending.frame, now: now) { pictures.append(picture) }
+        }
         while let output = receiver.pollOutput(now: now) {
             switch output {
             case let .frame(frame):
@@ -93,10 +99,20 @@ public final class ScreenWatcher {
     }
 
     private func show(_ frame: AssembledFrame, now: Duration) throws -> Picture? {
-        let repeatedBefore = counts.repeated
-        guard let plaintext = open(frame.bytes) else {
-            // A copy of a frame already opened changes nothing; anything else breaks decoding.
-            if counts.repeated == repeatedBefore { receiver.frameUnusable(now: now) }
+        let plaintext: [UInt8]
+        switch open(frame.bytes) {
+        case let .opened(bytes): plaintext = bytes
+        case .repeated:
+            // A copy of a frame already opened changes nothing.
+            return nil
+        case let .unknownKey(keyID):
+            // Usually the sharer's key is still on its way: keep the keyframe to show it the
+            // moment the key arrives, and ask for a fresh keyframe meanwhile.
+            if frame.isKeyframe { pendingKeyframe = (frame, keyID) }
+            receiver.frameUnusable(now: now)
+            return nil
+        case .refused:
+            receiver.frameUnusable(now: now)
             return nil
         }
         if decoderStream != frame.streamID {
@@ -110,6 +126,7 @@ public final class ScreenWatcher {
             receiver.frameUnusable(now: now)
             return nil
         }
+        if frame.isKeyframe { pendingKeyframe = nil }
         counts.pictures += 1
         watch.frameShown(frameNumber: frame.frameNumber, bytes: frame.bytes.count, layer: frame.layer,
                          width: picture.width, height: picture.height, now: now)
@@ -117,27 +134,29 @@ public final class ScreenWatcher {
                        isKeyframe: frame.isKeyframe, bytes: frame.bytes.count, encoded: plaintext)
     }
 
-    private func open(_ frame: [UInt8]) -> [UInt8]? {
+    private enum Opening { case opened([UInt8]), repeated, unknownKey(UInt64), refused }
+
+    private func open(_ frame: [UInt8]) -> Opening {
         var reader = ByteReader(frame)
-        guard let header = try? SFrameHeader(from: &reader) else { counts.undecryptable += 1; return nil }
+        guard let header = try? SFrameHeader(from: &reader) else { counts.undecryptable += 1; return .refused }
         if !sframe.keyIDs.contains(header.keyID) {
-            guard let key = keys.receiveKey(id: header.keyID) else { counts.undecryptable += 1; return nil }
+            guard let key = keys.receiveKey(id: header.keyID) else { counts.undecryptable += 1; return .unknownKey(header.keyID) }
             // Keys the provider dropped (retired after a rotation) go first, so the receiver never fills up.
             for old in sframe.keyIDs where keys.receiveKey(id: old) == nil { sframe.removeKey(keyID: old) }
-            guard (try? sframe.addKey(keyID: header.keyID, baseKey: key)) != nil else { counts.undecryptable += 1; return nil }
+            guard (try? sframe.addKey(keyID: header.keyID, baseKey: key)) != nil else { counts.undecryptable += 1; return .refused }
         } else if keys.receiveKey(id: header.keyID) == nil {
             sframe.removeKey(keyID: header.keyID)
             counts.undecryptable += 1
-            return nil
+            return .refused
         }
         do {
-            return try sframe.open(frame).plaintext
+            return .opened(try sframe.open(frame).plaintext)
         } catch SFrameError.replayed, SFrameError.tooOld {
             counts.repeated += 1
-            return nil
+            return .repeated
         } catch {
             counts.undecryptable += 1
-            return nil
+            return .refused
         }
     }
 }

@@ -8,10 +8,11 @@ import ShroudTestSupport
 ///     shroud-bench screenshare [--seconds N]
 ///
 /// - **Glass-to-glass**: a thread paints a `ScreenMarker` holding the wall clock in milliseconds
-///   onto the shared screen every 2 ms; the watcher (`--read-marker`) reads it from every decoded
-///   picture and prints the wall clock when it did. Each marker value's first sighting minus the
-///   value is one delay sample: capture wait + conversion + encode + seal + relay + reassembly +
-///   open + decode (not the drawing of the window). Same machine, same clock.
+///   onto the shared screen every 100–134 ms (random phase against the capture ticks); the watcher
+///   (`--read-marker`) reads it from every decoded picture and prints the wall clock when it did.
+///   Each marker value's first sighting minus the value is one delay sample: capture wait (0–33 ms)
+///   + conversion + encode + seal + relay + reassembly + open + decode (not the drawing of a
+///   window). Same machine, same clock.
 /// - **Sender CPU**: user + system time of the `screen share` process from /proc/PID/stat between
 ///   the 2nd second and the end, as % of one core.
 /// - **Bitrate**: the sharer's own per-layer `statistics` lines, averaged from the 3rd second on,
@@ -111,9 +112,12 @@ func benchScreenShare(_ arguments: [String]) throws {
         let paintThread = Thread {
             let painter = job.painter, paintScreen = job.paintScreen
             var frame = 0
-            var nextFrame = Date()
+            var nextFrame = Date(), nextMarker = Date()
             while !stop.isSet {
-                if marker {
+                if marker, Date() >= nextMarker {
+                    // A new value at a random phase against the 30 fps capture, so each sample
+                    // includes the wait for the next capture (0–33 ms), as a real screen change does.
+                    nextMarker = Date().addingTimeInterval(0.1 + Double.random(in: 0 ..< 0.034))
                     let now = UInt32(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1000))
                     let image = ScreenMarker.bgraImage(value: now, screenHeight: 1080)
                     painter.put(image.pixels, width: image.size.width, height: image.size.height, on: painter.root, x: origin.x, y: origin.y)

@@ -57,6 +57,7 @@ struct ScreenCommand: ParsableCommand {
         @Option(help: "Highest quality wanted: 360p, 720p or 1080p (the relay may send less when the link loses packets).")
         var quality: VideoQuality = .p1080
         @Option(help: "X11 display for --window (default: $DISPLAY).") var display: String?
+        @Option(help: "The sharer's frames per second (1-120), for the frame delay and jitter figures.") var fps: Int = 30
         @Option(help: "Stop after this many seconds.") var duration: Double?
         @Flag(help: "Carry media inside the WebSocket session instead of UDP.") var mediaOverWebsocket = false
         @Option(help: ArgumentHelp("Send UDP media to this port on the relay's host instead of the announced one.", visibility: .hidden))
@@ -66,6 +67,7 @@ struct ScreenCommand: ParsableCommand {
 
         func validate() throws {
             try ScreenCommand.checkDuration(duration)
+            guard FramePacer.frameRates.contains(fps) else { throw ValidationError("--fps must be between 1 and 120") }
             if let record {
                 guard record.hasSuffix(".ivf") || record.hasSuffix(".y4m") else { throw ValidationError("--record must end in .ivf or .y4m") }
             }
@@ -377,8 +379,6 @@ private final class ScreenWatchSession {
     private let ring = MediaKeyRing()
     private let start = ContinuousClock.now
     private var now: Duration { ContinuousClock.now - start }
-    /// Frames per second the receiver assumes for media time (the sharer's default).
-    static let assumedFPS = 30
 
     init(options: ScreenCommand.Watch) {
         self.options = options
@@ -416,7 +416,7 @@ private final class ScreenWatchSession {
         } else {
             sinkKind = .none
         }
-        let sink = PictureSink(sinkKind, fps: Self.assumedFPS)
+        let sink = PictureSink(sinkKind, fps: options.fps)
         if case let .window(window) = sinkKind {
             out.emit("Viewer in window 0x\(String(window.windowID, radix: 16))", ["event": "window", "window": "0x" + String(window.windowID, radix: 16)])
             fflush(nil)
@@ -430,7 +430,7 @@ private final class ScreenWatchSession {
         let failure = LockedBox<String?>(nil)
         let figures = LockedBox(WatchFigures())
         let length = options.duration.map { Duration.milliseconds(Int64($0 * 1000)) } ?? .seconds(ScreenCommand.maximumDurationSeconds)
-        let job = WatchJob(watcher: ScreenWatcher(keys: ring, framesPerSecond: Self.assumedFPS), sink: sink, room: room)
+        let job = WatchJob(watcher: ScreenWatcher(keys: ring, framesPerSecond: options.fps), sink: sink, room: room)
         let clockStart = start
         let readMarker = options.readMarker
         let output = out

@@ -92,13 +92,15 @@ import Testing
         _ = try sharer.waitFor("sharing")
         let full = world.dir.path + "/bob.y4m", small = world.dir.path + "/carol.y4m"
         let bobWatch = try screen(world, bob, ["watch", channel, "--record", full, "--quality", "1080p", "--duration", "3.5"])
-        // Carol joins late, while the share is well under way.
+        // Carol joins late, while the share is well under way, with her media inside the WebSocket.
         _ = try bobWatch.waitFor("first_picture")
         Thread.sleep(forTimeInterval: 1.5)
-        let carolWatch = try screen(world, carol, ["watch", channel, "--record", small, "--quality", "360p", "--duration", "3"])
+        let carolWatch = try screen(world, carol, ["watch", channel, "--record", small, "--quality", "360p", "--duration", "3",
+                                                   "--media-over-websocket"])
 
         #expect(bobWatch.wait() == 0, "\(bobWatch.stderr)")
         #expect(carolWatch.wait() == 0, "\(carolWatch.stderr)")
+        #expect(carolWatch.events("watching").first?["transport"] as? String == "websocket")
         let late = try #require(carolWatch.events("first_picture").first)
         let lateMs = try #require(late["after_join_ms"] as? Double)
         print("screen e2e: late joiner's first picture \(lateMs) ms after joining; bob's \(bobWatch.events("first_picture").first?["after_join_ms"] ?? "-") ms")
@@ -164,7 +166,7 @@ import Testing
         defer { if proxy.isRunning { proxy.terminate(); proxy.waitUntilExit() } }
         let first = String(decoding: proxyOut.fileHandleForReading.availableData, as: UTF8.self)
         let proxyPort = try #require(Int(first.filter(\.isNumber)))
-        let lossy = try screen(world, carol, ["watch", channel, "--quality", "720p", "--media-port", "\(proxyPort)", "--duration", "25"])
+        let lossy = try screen(world, carol, ["watch", channel, "--quality", "720p", "--fps", "20", "--media-port", "\(proxyPort)", "--duration", "25"])
         let viewer = try screen(world, bob, ["watch", channel, "--window", "--display", viewerScreen.displayName, "--quality", "720p",
                                              "--duration", "4"])
         let announced = try viewer.waitFor("window")

@@ -125,7 +125,9 @@ struct ScreenPipelineTests {
         let source = try textLikePicture(width: 640, height: 360)
         var requests = 0
         var pictures = 0
+        var firstPicture: Int?
         for index in 0 ..< 40 {
+            if pictures > 0, firstPicture == nil { firstPicture = index - 1 }
             let now = Duration.milliseconds(33 * index)
             if index == 10 { watching.known = true }   // the key announcement arrives
             for datagram in try sender.datagrams(for: source) {
@@ -145,7 +147,9 @@ struct ScreenPipelineTests {
         }
         #expect(watcher.statistics.undecryptable >= 1)
         #expect(requests >= 1)
-        // Pictures from the first keyframe after the key on.
+        // The keyframe that came before the key is shown as soon as the key is there; then the
+        // pictures from the first keyframe after it on.
+        #expect(firstPicture == 10)
         #expect(pictures >= 25, "\(watcher.statistics)")
     }
 
