@@ -22,6 +22,9 @@ func benchScreenShare(_ arguments: [String]) throws {
     if arguments.count == 2, arguments[0] == "--seconds", let n = Int(arguments[1]), n >= 5 { seconds = n }
     else if !arguments.isEmpty { throw BenchError.failed("usage: shroud-bench screenshare [--seconds N≥5]") }
     let bin = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    for name in ["shroud", "shroud-relay"] where !FileManager.default.isExecutableFile(atPath: bin + "/" + name) {
+        throw BenchError.notBuilt("\(bin)/\(name) (./tools/bench screenshare builds it)")
+    }
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("shroud-bench-screen-\(getpid())").path
     try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: work) }
