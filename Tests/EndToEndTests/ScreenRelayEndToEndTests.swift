@@ -117,13 +117,25 @@ import Testing
         }
         #expect(busy == .screenAlreadyShared)
 
-        // 30 frames (a second at 30 fps), answering keyframe requests.
-        for _ in 0 ..< 30 { try sharer.sendFrame(); usleep(33_000) }
+        // 30 frames (a second at 30 fps), answering keyframe requests. The watchers' sockets are
+        // drained every frame (a default socket buffer holds only about 90 of these datagrams).
+        var inbox: [[[UInt8]]] = [[], []]
+        func frames(_ count: Int, lossReportEvery: Int? = nil) throws {
+            for step in 0 ..< count {
+                if let every = lossReportEvery, step % every == 0 { watchers[0].send(lossy, toPort: mediaPort) }
+                try sharer.sendFrame()
+                usleep(33_000)
+                for index in watchers.indices { inbox[index] += watchers[index].receiveAll(quiet: 0) }
+            }
+            for index in watchers.indices { inbox[index] += watchers[index].receiveAll(quiet: 200) }
+        }
+        let lossy = ReceiverReport(streamID: base + 2, fractionLost: 60, highestSequence: 1, cumulativeLost: 0, jitterMicroseconds: 0).serialized()
+        try frames(30)
         sharer.collectRequests()
         #expect(sharer.requests.contains(try KeyframeRequest(streamID: base + 2, layer: 2)))
         #expect(sharer.requests.contains(try KeyframeRequest(streamID: base, layer: 0)))
-        for (socket, layer) in zip(watchers, [MediaLayer(2), 0]) {
-            let received = try socket.receiveAll().filter { !MediaBind.isBind(firstByte: $0[0]) }.map { try MediaRoutingHeader(parsing: $0) }
+        for (index, layer) in [MediaLayer(2), 0].enumerated() {
+            let received = try inbox[index].filter { !MediaBind.isBind(firstByte: $0[0]) }.map { try MediaRoutingHeader(parsing: $0) }
             #expect(!received.isEmpty)
             #expect(received.allSatisfy { $0.layer == layer && $0.streamID == base + UInt32(layer) }, "one layer only")
             #expect(received.first?.isKeyframe == true && received.first?.isFirstFragment == true, "from a keyframe on")
@@ -133,13 +145,25 @@ import Testing
         watchers[0].send(try MediaPacket(streamID: base, sequence: 1, frameNumber: 1, payload: [1]).serialized(), toPort: mediaPort)
         #expect(watchers[1].receiveAll(quiet: 200).isEmpty)
 
+        // The uncapped watcher reports sustained loss (≈ 23 %, three reports over just over 1 s): the
+        // relay moves it down to layer 0 at that layer's next keyframe, which it asks the sharer for.
+        inbox = [[], []]
+        try frames(63, lossReportEvery: 16)
+        sharer.collectRequests()
+        let afterLoss = try inbox[0].map { try MediaRoutingHeader(parsing: $0) }
+        let switchAt = try #require(afterLoss.firstIndex { $0.layer == 0 }, "moved down to layer 0")
+        #expect(afterLoss[switchAt].isKeyframe && afterLoss[switchAt].isFirstFragment)
+        #expect(afterLoss[..<switchAt].allSatisfy { $0.layer == 2 } && afterLoss[switchAt...].allSatisfy { $0.layer == 0 })
+        #expect(inbox[1].allSatisfy { (try? MediaRoutingHeader(parsing: $0))?.layer == 0 })
+
         let body = try httpGet(port: port, path: "/admin/stats", headers: ["Authorization: Bearer media-test"]).body
         let stats = (try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] ?? [:]).compactMapValues { $0 as? Int }
         #expect(stats["media_screen_rooms"] == 1 && stats["media_screen_watchers"] == 2)
-        #expect(stats["media_layer_switches_total"] == 2)
+        #expect(stats["media_layer_switches_total"] == 3)
+        #expect(stats["media_layer_downshifts_total"] == 1)
         #expect(stats["media_keyframe_requests_total"] == sharer.requests.count)
         #expect(stats["media_dropped_foreign_stream_total"] == 1)
         let metrics = try httpGet(port: port, path: "/metrics", headers: ["Authorization: Bearer media-test"]).body
-        #expect(metrics.contains("shroud_relay_media_layer_switches_total 2"))
+        #expect(metrics.contains("shroud_relay_media_layer_switches_total 3"))
     }
 }
