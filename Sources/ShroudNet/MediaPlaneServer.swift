@@ -80,6 +80,8 @@ public final class MediaPlaneServer: @unchecked Sendable {
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in
+            // Named in the kernel too, so `top -H` and the screen benchmark find it.
+            _ = shroud_name_current_thread("shroud-media")
             run()
             finished.signal()
         }

@@ -153,7 +153,6 @@ public struct MediaRoomCore {
         var transport: MediaTransport
         var viewer: LayerSelector.Viewer?
         var maximumLayer: MediaLayer
-        var isWatcher: Bool
     }
 
     private struct Room {
@@ -259,8 +258,7 @@ public struct MediaRoomCore {
             connection: connection, room: roomID, purpose: purpose, streamID: streamID, token: token, transport: transport,
             address: nil, lastRefresh: now,
             bucket: TokenBucket(capacity: MediaLimits.packetBurst, perSecond: MediaLimits.maximumPacketsPerSecond, now: now))
-        var member = Member(connection: connection, address: nil, transport: transport, viewer: nil, maximumLayer: layer,
-                            isWatcher: purpose == .screenWatch)
+        var member = Member(connection: connection, address: nil, transport: transport, viewer: nil, maximumLayer: layer)
         switch purpose {
         case .voice:
             break

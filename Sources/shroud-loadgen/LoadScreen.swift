@@ -9,7 +9,7 @@ import ShroudWire
 // this process; one simulated sharer sends a 1080p layer and a 360p layer at their default VP8
 // bitrates (VideoQuality: 2.5 and 0.5 Mbit/s at 30 fps) in full-size packets with valid routing
 // headers, answering the relay's keyframe requests with a keyframe three times the size; N
-// watchers (all uncapped, so each gets the 1080p layer) send a receiver report every 500 ms, as
+// watchers (uncapped unless --watcher-cap says otherwise, so each gets the 1080p layer) send a receiver report every 500 ms, as
 // clients do. The relay thread's CPU time is read from /proc/self/task/<tid>/schedstat.
 
 private struct ScreenLoadError: Error, CustomStringConvertible {
@@ -22,6 +22,8 @@ private struct ScreenLoadOptions {
     var topBitrate = 2_500_000
     var lowBitrate = 500_000
     var fps = 30
+    /// The watchers' layer cap (`joinRoom.maxLayer`): 7 = uncapped (1080p), 0 = 360p.
+    var watcherCap: MediaLayer = MediaLayers.noCap
 
     init(_ arguments: [String]) throws {
         var rest = arguments[...]
@@ -37,6 +39,7 @@ private struct ScreenLoadOptions {
                 watchers = list
             case "--top-kbps": guard let v = Int(value), (100 ... 20_000).contains(v) else { throw ScreenLoadError(description: "--top-kbps 100...20000") }; topBitrate = v * 1000
             case "--low-kbps": guard let v = Int(value), (50 ... 5_000).contains(v) else { throw ScreenLoadError(description: "--low-kbps 50...5000") }; lowBitrate = v * 1000
+            case "--watcher-cap": guard let v = MediaLayer(value), v <= MediaLayers.noCap else { throw ScreenLoadError(description: "--watcher-cap 0...7") }; watcherCap = v
             case "--fps": guard let v = Int(value), (1 ... 60).contains(v) else { throw ScreenLoadError(description: "--fps 1...60") }; fps = v
             default: throw ScreenLoadError(description: "unknown option \(flag)")
             }
@@ -107,10 +110,10 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
     let relay = shroud_addr(high: 0, low: 0x7F00_0001, port: server.port, family: 4)
     let channel = ChannelID(validated: [UInt8](repeating: 0x5C, count: 16))
     var random = SystemRandomNumberGenerator()
-    func join(_ participant: ScreenParticipant, _ purpose: RoomPurpose, connection: UInt64) throws {
+    func join(_ participant: ScreenParticipant, _ purpose: RoomPurpose, connection: UInt64, cap: MediaLayer = MediaLayers.noCap) throws {
         let token = MediaToken(validated: (0 ..< 16).map { _ in UInt8.random(in: 0 ... 255, using: &random) })
         let grant = try router.withCore { core throws(MediaRoomCore.JoinRefusal) in
-            try core.join(channel: channel, purpose: purpose, maximumLayer: MediaLayers.noCap, connection: ConnectionID(rawValue: connection),
+            try core.join(channel: channel, purpose: purpose, maximumLayer: cap, connection: ConnectionID(rawValue: connection),
                           transport: .datagram, token: token, now: systemMilliseconds())
         }
         participant.stream = grant.streamID
@@ -121,18 +124,23 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
     var watchers: [ScreenParticipant] = []
     for index in 0 ..< count {
         let watcher = try ScreenParticipant()
-        try join(watcher, .screenWatch, connection: UInt64(index + 2))
+        try join(watcher, .screenWatch, connection: UInt64(index + 2), cap: options.watcherCap)
         watchers.append(watcher)
     }
-    // Packets per frame of each layer at its bitrate, full-size payloads.
-    let payload = MediaPacket.maxPayloadBytes
-    // The top layer first, so the watchers' first keyframe is the 1080p one (no 360p blip).
-    let layers: [(layer: MediaLayer, packets: Int)] = [
-        (2, max(1, options.topBitrate / 8 / options.fps / payload)),
-        (0, max(1, options.lowBitrate / 8 / options.fps / payload)),
-    ]
+    // Each layer's frame at its bitrate, in as few packets as fit, of equal size.
+    func split(_ bitrate: Int) -> (packets: Int, size: Int) {
+        let bytes = max(1, bitrate / 8 / options.fps)
+        let packets = (bytes + MediaPacket.maxPayloadBytes - 1) / MediaPacket.maxPayloadBytes
+        return (packets, bytes / packets)
+    }
+    // The watched layer first in each frame, so the watchers' first keyframe is of their layer
+    // (no one-frame blip of the other layer at the start of the share).
+    let watchedLayer: MediaLayer = options.watcherCap >= 2 ? 2 : 0
+    let layers: [(layer: MediaLayer, packets: Int, size: Int)] = [
+        (2, split(options.topBitrate).packets, split(options.topBitrate).size),
+        (0, split(options.lowBitrate).packets, split(options.lowBitrate).size),
+    ].sorted { a, _ in a.0 == watchedLayer }
     let keyframeFactor = 3
-    let filler = [UInt8](repeating: 0xA5, count: payload)
     let interval = UInt64(1e9 / Double(options.fps))
     let start = shroud_monotonic_ns() + 50_000_000
     let until = start + UInt64(options.seconds * 1e9)
@@ -148,11 +156,12 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
     var frame: UInt32 = 0
     var nextFrame = start
     var nextReport = start
-    var toTop: UInt64 = 0
+    var toWatched: UInt64 = 0
     var buffer = [UInt8](repeating: 0, count: 64)
     while shroud_monotonic_ns() < until {
         frame += 1
-        for (layer, packets) in layers {
+        for (layer, packets, size) in layers {
+            let filler = [UInt8](repeating: 0xA5, count: size)
             let keyframe = keyframeWanted.remove(layer) != nil
             let fragments = keyframe ? packets * keyframeFactor : packets
             for index in 0 ..< fragments {
@@ -161,7 +170,7 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
                                              fragmentIndex: index, fragmentCount: fragments, isKeyframe: keyframe, layer: layer, payload: filler)
                 sharer.send(packet.serialized(), to: relay)
                 run.sharerPackets += 1
-                if layer == 2 { toTop += 1 }
+                if layer == watchedLayer { toWatched += 1 }
             }
         }
         // The relay's keyframe requests (non-blocking).
@@ -178,7 +187,7 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
         let now = shroud_monotonic_ns()
         if now >= nextReport {
             nextReport += 500_000_000
-            let report = ReceiverReport(streamID: sharer.stream + 2, fractionLost: 0, highestSequence: sequences[2],
+            let report = ReceiverReport(streamID: sharer.stream + UInt32(watchedLayer), fractionLost: 0, highestSequence: sequences[Int(watchedLayer)],
                                         cumulativeLost: 0, jitterMicroseconds: 0).serialized()
             for watcher in watchers { watcher.send(report, to: relay) }
         }
@@ -191,8 +200,8 @@ private func runShare(watchers count: Int, options: ScreenLoadOptions) throws ->
     }
     outcome.finished.wait()
     run.received = outcome.received
-    // Every watcher should get the whole 1080p layer from its first keyframe (the first frame).
-    run.offered = toTop * UInt64(count)
+    // Every watcher should get its whole layer from its first keyframe (the first frame).
+    run.offered = toWatched * UInt64(count)
     run.cpuSeconds = Double(cpuAfter - cpuBefore) / 1e9
     run.seconds = options.seconds
     return run
@@ -213,7 +222,7 @@ private final class ListenOutcomeScreen: @unchecked Sendable {
 
 func loadScreen(_ arguments: [String]) throws {
     let options = try ScreenLoadOptions(arguments)
-    print("## Screen share through the relay (1080p \(options.topBitrate / 1000) kbit/s + 360p \(options.lowBitrate / 1000) kbit/s at \(options.fps) fps, \(MediaPacket.maxPayloadBytes)-byte payloads, \(options.seconds) s per row, loopback)\n")
+    print("## Screen share through the relay (watchers capped at layer \(options.watcherCap); 1080p \(options.topBitrate / 1000) kbit/s + 360p \(options.lowBitrate / 1000) kbit/s at \(options.fps) fps, payloads of up to \(MediaPacket.maxPayloadBytes) bytes, \(options.seconds) s per row, loopback)\n")
     print("| watchers | sharer packets/s | forwarded packets/s | loss % | keyframe requests | relay thread CPU % | CPU per watcher (% of a core) |")
     print("|---|---|---|---|---|---|---|")
     var baseline: Double?
