@@ -136,6 +136,13 @@ import Testing
         #expect(!sharer.events("left").isEmpty)
         let final = try #require(sharer.events("statistics").last)
         #expect(final["final"] as? Bool == true && (final["keyframe_requests"] as? Int ?? 0) >= 1)
+
+        // A member removed from the channel is refused by the relay, in one line.
+        let carolID = try #require(try ok(world, carol, ["id", "show"]).first?["id"] as? String)
+        try ok(world, alice, ["channel", "kick", channel, carolID])
+        let kicked = try at(world, carol, ["screen", "watch", channel, "--duration", "3"])
+        #expect(kicked.status == 1 && kicked.stderr.contains("not a member") && kicked.stderr.split(separator: "\n").count == 1,
+                "\(kicked.stderr)")
     }
 
     @Test(.timeLimit(.minutes(4)))
