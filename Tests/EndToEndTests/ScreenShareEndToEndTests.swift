@@ -210,6 +210,40 @@ import Testing
         #expect(sharer.wait(timeout: 30) == 0, "\(sharer.stderr)")
     }
 
+    @Test(.timeLimit(.minutes(3)))
+    func oneSharedWindowIsRecordedAsVP8() throws {
+        let server = try XvfbServer(width: 1280, height: 720)
+        defer { server.stop() }
+        let known = try knownScreen("screen-code.png", width: 800, height: 600)
+        let painter = try XPainter(server.displayName)
+        let window = painter.createWindow(x: 100, y: 50, width: 800, height: 600)
+        painter.put(known.bgra, width: 800, height: 600, on: window)
+
+        let world = try start()
+        let (homes, channel) = try people(world, ["alice", "bob"])
+        let sharer = try screen(world, homes[0], ["share", channel, "--display", server.displayName, "--window", "0x" + String(window, radix: 16),
+                                                  "--quality", "720p", "--duration", "5"])
+        _ = try sharer.waitFor("sharing")
+        let recording = world.dir.path + "/window.ivf"
+        let watcher = try screen(world, homes[1], ["watch", channel, "--record", recording, "--duration", "3"])
+        #expect(watcher.wait() == 0, "\(watcher.stderr)")
+        #expect(sharer.wait(timeout: 30) == 0, "\(sharer.stderr)")
+
+        // The IVF holds the decrypted VP8 frames: they decode, at the window's size (below 720p,
+        // never enlarged), to the window's content.
+        var reader = try IVFReader(path: recording)
+        let frames = try reader.readAll()
+        #expect(frames.count >= 30 && frames.first?.isKeyframe == true)
+        let decoder = try VP8Decoder()
+        var last: I420Frame?
+        for frame in frames { last = try decoder.decode(frame.data).last ?? last }
+        let picture = try #require(last)
+        #expect(picture.width == 800 && picture.height == 600)
+        let psnr = try PictureQuality(reference: known.picture, reconstruction: picture).lumaPSNR
+        print("screen e2e: shared window, last IVF frame \(psnr) dB")
+        #expect(psnr >= 35)
+    }
+
     private func crop(_ picture: I420Frame, x: Int, y: Int, width: Int, height: Int) throws -> I420Frame {
         var out = try I420Frame(width: width, height: height, luma: 0)
         for row in 0 ..< height {
