@@ -106,14 +106,6 @@ private struct ScreenContext {
     }
 }
 
-/// Feedback datagrams from the transport thread, applied by the capture thread before each frame.
-private final class FeedbackInbox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [[UInt8]] = []
-    func push(_ datagram: [UInt8]) { lock.lock(); if items.count < DatagramQueue.capacity { items.append(datagram) }; lock.unlock() }
-    func take() -> [[UInt8]] { lock.lock(); defer { lock.unlock() }; let taken = items; items.removeAll(); return taken }
-}
-
 /// What the share's capture thread publishes for the statistics lines.
 private struct ShareFigures: Sendable {
     var frames = 0
@@ -148,7 +140,7 @@ private final class ScreenShareSession {
         defer { context.close() }
         let local = context.local
 
-        let inbox = FeedbackInbox()
+        let inbox = DatagramQueue()  // feedback, applied by the capture thread before each frame
         let room = try ScreenRoom(client: context.client, channel: local, purpose: .screenShare, maxLayer: MediaPacket.maxLayer,
                                   overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out) { inbox.push($0) }
         // Our key before the first frame, so watchers already waiting can open it.

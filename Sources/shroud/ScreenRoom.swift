@@ -83,36 +83,6 @@ final class ScreenRoom: @unchecked Sendable {
     }
 }
 
-/// Datagrams handed from the transport's thread to the media thread, which waits on them.
-final class DatagramQueue: @unchecked Sendable {
-    /// Datagrams held at most: 2 s of a 1080p share at full rate. Beyond it the media thread has
-    /// fallen far behind, and dropping (NACK and keyframes repair it) beats growing without bound.
-    static let capacity = 4096
-    private let condition = NSCondition()
-    private var items: [[UInt8]] = []
-    private(set) var dropped = 0
-
-    func push(_ datagram: [UInt8]) {
-        condition.lock()
-        if items.count < Self.capacity { items.append(datagram) } else { dropped += 1 }
-        condition.signal()
-        condition.unlock()
-    }
-
-    /// Everything queued, waiting up to `timeout` for the first.
-    func take(waiting timeout: Duration) -> [[UInt8]] {
-        condition.lock()
-        defer { condition.unlock() }
-        if items.isEmpty {
-            let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
-            _ = condition.wait(until: Date().addingTimeInterval(max(0, seconds)))
-        }
-        let taken = items
-        items.removeAll(keepingCapacity: true)
-        return taken
-    }
-}
-
 /// Ends a run on SIGINT/SIGTERM through `stop` (the run then leaves the room cleanly).
 final class StopSignals {
     private let sources: [DispatchSourceSignal]

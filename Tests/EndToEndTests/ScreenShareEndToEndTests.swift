@@ -175,7 +175,7 @@ import Testing
         let proxyPort = try #require(Int(first.filter(\.isNumber)))
         let lossy = try screen(world, carol, ["watch", channel, "--quality", "720p", "--fps", "20", "--media-port", "\(proxyPort)", "--duration", "25"])
         let viewer = try screen(world, bob, ["watch", channel, "--window", "--display", viewerScreen.displayName, "--quality", "720p",
-                                             "--duration", "4"])
+                                             "--duration", "60"])
         let announced = try viewer.waitFor("window")
         let id = try #require((announced["window"] as? String).flatMap { UInt($0.dropFirst(2), radix: 16) })
         _ = try viewer.waitFor("first_picture")
@@ -197,7 +197,18 @@ import Testing
         let name = title.map { String(cString: $0) } ?? ""
         if let title { XFree(title) }
         #expect(name.contains("720p") && name.contains(channel), "title: \(name)")
-        #expect(viewer.wait() == 0, "\(viewer.stderr)")
+
+        // The window manager's close button ends the watch cleanly, long before its --duration.
+        var event = XEvent()
+        event.xclient.type = ClientMessage
+        event.xclient.window = Window(id)
+        event.xclient.message_type = XInternAtom(viewerPainter.display, "WM_PROTOCOLS", 0)
+        event.xclient.format = 32
+        event.xclient.data.l.0 = Int(bitPattern: XInternAtom(viewerPainter.display, "WM_DELETE_WINDOW", 0))
+        XSendEvent(viewerPainter.display, Window(id), 0, 0, &event)
+        XSync(viewerPainter.display, 0)
+        #expect(viewer.wait(timeout: 10) == 0, "\(viewer.stderr)")
+        #expect(!viewer.events("left").isEmpty)
 
         // The lossy watcher: the top layer, then the 360p layer during the loss, then the top again.
         #expect(lossy.wait(timeout: 60) == 0, "\(lossy.stderr)")

@@ -200,3 +200,19 @@ struct ScreenPipelineTests {
         #expect(pictures.isEmpty && watcher.statistics.undecryptable == 1 && watcher.statistics.pictures == 0)
     }
 }
+
+@Suite("Datagram queue")
+struct DatagramQueueTests {
+    @Test func holdsUpToItsCapacityThenCountsDrops() {
+        let queue = DatagramQueue()
+        for index in 0 ..< DatagramQueue.capacity { queue.push([UInt8(truncatingIfNeeded: index)]) }
+        #expect(queue.dropped == 0)
+        queue.push([0xFF])
+        #expect(queue.dropped == 1)
+        let taken = queue.take()
+        #expect(taken.count == DatagramQueue.capacity && taken.first == [0] && taken.last == [UInt8(truncatingIfNeeded: DatagramQueue.capacity - 1)])
+        #expect(queue.take(waiting: .milliseconds(1)).isEmpty)
+        queue.push([1])
+        #expect(queue.take(waiting: .seconds(5)) == [[1]])
+    }
+}
