@@ -118,9 +118,9 @@ extension RoomPurpose {
 /// routing header is read; the rest is copied. Membership is checked by the caller (`Relay`)
 /// before `join`; the router trusts it. Time is milliseconds since the Unix epoch, a parameter.
 ///
-/// Contract for screen rooms: after `join` and `leave`, call `poll(now:into:)` (a watcher's
+/// Contract for screen rooms: after `join`, call `poll(now:into:)` (a session-transport watcher's
 /// join asks the sharer for a keyframe); call it again at `nextDeadline` (held-back keyframe
-/// requests). `receive` drains the selector itself.
+/// requests). `receive` drains the selector itself (media, feedback, a UDP watcher's first bind).
 public struct MediaRoomCore {
     public enum JoinRefusal: Error, Equatable {
         /// The voice room is at `maximumRoomSize`, or the screen room at its watcher limit.
