@@ -90,6 +90,10 @@ import Testing
 
         let sharer = try screen(world, alice, ["share", channel, "--display", server.displayName, "--quality", "1080p", "--duration", "9"])
         _ = try sharer.waitFor("sharing")
+        // One sharer per channel: a second is refused by the relay, in one line.
+        let second = try at(world, carol, ["screen", "share", channel, "--display", server.displayName, "--duration", "2"])
+        #expect(second.status == 1 && second.stderr.contains("another member is sharing")
+                && second.stderr.split(separator: "\n").count == 1, "\(second.stderr)")
         let full = world.dir.path + "/bob.y4m", small = world.dir.path + "/carol.y4m"
         let bobWatch = try screen(world, bob, ["watch", channel, "--record", full, "--quality", "1080p", "--duration", "3.5"])
         // Carol joins late, while the share is well under way, with her media inside the WebSocket.
