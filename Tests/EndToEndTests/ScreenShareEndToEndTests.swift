@@ -259,6 +259,23 @@ import Testing
         #expect(psnr >= 35)
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func usageErrorsExitWithTwo() throws {
+        let dir = TemporaryDirectory()
+        let home = ["--home", dir.path + "/nobody"]
+        for arguments in [["share", "c", "--duration", "86401"], ["share", "c", "--duration", "0"], ["share", "c", "--fps", "121"],
+                          ["share", "c", "--window", "not-a-window"], ["watch", "c", "--record", "x.mp4"],
+                          ["watch", "c", "--window", "--record", "x.ivf"], ["watch", "c", "--fps", "0"]] {
+            let result = try run(shroud, home + ["screen"] + arguments, environment: passphrase, timeout: 30)
+            #expect(result.status == 2, "\(arguments): \(result.stderr)")
+        }
+        // At the limits the arguments are accepted; the missing profile is then a runtime failure.
+        for arguments in [["share", "c", "--duration", "86400", "--fps", "120"], ["watch", "c", "--duration", "86400", "--fps", "1"]] {
+            let result = try run(shroud, home + ["screen"] + arguments, environment: passphrase, timeout: 30)
+            #expect(result.status == 1 && result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
+        }
+    }
+
     private func crop(_ picture: I420Frame, x: Int, y: Int, width: Int, height: Int) throws -> I420Frame {
         var out = try I420Frame(width: width, height: height, luma: 0)
         for row in 0 ..< height {

@@ -92,6 +92,13 @@ struct ScreenPipelineTests {
         #expect(snapshot.layer == 1 && snapshot.width == 1280 && snapshot.framesPerSecond == 30 && snapshot.bitsPerSecond > 0)
     }
 
+    @Test func theStreamBaseLeavesRoomForEveryLayer() throws {
+        let keys = OneKey(1)
+        let last = UInt32.max - UInt32(MediaPacket.maxLayer)
+        #expect(try ScreenSender(top: .p1080, fps: 30, streamBase: last, keys: keys).streamBase == last)
+        #expect(throws: MediaError.self) { try ScreenSender(top: .p1080, fps: 30, streamBase: last + 1, keys: keys) }
+    }
+
     @Test func keyframeRequestsAndReportsReachTheirLayer() throws {
         let keys = OneKey(9)
         let sender = try ScreenSender(top: .p1080, fps: 30, streamBase: 8, keys: keys)
