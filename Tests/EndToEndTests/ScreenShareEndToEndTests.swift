@@ -259,6 +259,41 @@ import Testing
         #expect(psnr >= 35)
     }
 
+    /// Alice kicks Carol mid-share: Carol's watch ends (exit 1, a reason), Alice draws a new screen
+    /// key that Bob gets and Carol never does, and Bob's pictures continue under it.
+    @Test(.timeLimit(.minutes(3)))
+    func aKickedWatcherNeverGetsTheNextKey() throws {
+        let server = try XvfbServer(width: 1280, height: 720)
+        defer { server.stop() }
+        let known = try knownScreen("screen-text.png", width: 1280, height: 720)
+        let painter = try XPainter(server.displayName)
+        painter.put(known.bgra, width: 1280, height: 720, on: painter.root)
+        let world = try start()
+        let (homes, channel) = try people(world, ["alice", "bob", "carol"])
+        let (alice, bob, carol) = (homes[0], homes[1], homes[2])
+        let carolID = try #require(try ok(world, carol, ["id", "show"]).first?["id"] as? String)
+
+        let sharer = try screen(world, alice, ["share", channel, "--display", server.displayName, "--quality", "720p", "--duration", "16"])
+        let firstKey = try #require(try sharer.waitFor("screen_key")["key_id"] as? String)
+        let bobWatch = try screen(world, bob, ["watch", channel, "--quality", "360p", "--duration", "12"])
+        let carolWatch = try screen(world, carol, ["watch", channel, "--quality", "360p", "--duration", "12"])
+        for watch in [bobWatch, carolWatch] { _ = try watch.waitFor("first_picture") }
+
+        try ok(world, alice, ["channel", "kick", channel, carolID])
+        let secondKey = try #require(try sharer.waitFor("screen_key", count: 2)["key_id"] as? String)
+        #expect(secondKey != firstKey)
+        #expect(carolWatch.wait(timeout: 30) == 1)
+        #expect(carolWatch.stderr.contains("removed"), "\(carolWatch.stderr)")
+        #expect(!carolWatch.events("screen_key").contains { $0["key_id"] as? String == secondKey })
+
+        #expect(bobWatch.wait(timeout: 30) == 0, "\(bobWatch.stderr)")
+        #expect(bobWatch.events("screen_key").contains { $0["key_id"] as? String == secondKey })
+        // Bob kept watching under the new key: pictures in his last seconds.
+        let lastSeconds = statistics(bobWatch).suffix(3)
+        #expect(!lastSeconds.isEmpty && lastSeconds.allSatisfy { ($0["fps"] as? Int ?? 0) > 0 }, "\(statistics(bobWatch))")
+        #expect(sharer.wait(timeout: 30) == 0, "\(sharer.stderr)")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func usageErrorsExitWithTwo() throws {
         let dir = TemporaryDirectory()
