@@ -47,6 +47,22 @@ public enum MediaLimits {
     /// Watchers in one screen room: the selector's viewer limit (each watcher costs a pass in the
     /// per-packet loop, so this bounds a sharer's fan-out).
     public static let maximumWatchers = LayerSelector.maxViewers
+    /// Layers a screen sharer may send (layers 0 ..< this, on base + layer). The client sends
+    /// 360p, 720p and 1080p as layers 0, 1, 2. Each layer the sharer uses costs one
+    /// `RetransmissionCache` (512 × 1200 B ≈ 614 KB), so this bounds a sharer at ≈ 1.8 MB; a voice
+    /// participant sends layer 0 only (one cache), a watcher nothing (no cache).
+    public static let maximumSharerLayers: MediaLayer = 3
+    /// Retransmissions the relay sends one participant per second, sustained, and the burst above
+    /// it (a token bucket per asker). The burst is a whole keyframe (255 packets, a 1080p picture
+    /// lost outright); the rate repairs 25 % loss of a 5 Mbit/s layer (≈ 520 packets/s at 1200 B)
+    /// plus a voice call's whole stream. More than that is not recovery: the watcher belongs on a
+    /// lower layer, which the selector gives it.
+    public static let retransmissionsPerSecond = 200
+    public static let retransmissionBurst = 255
+    /// A screen watcher's receiver reports are forwarded to the sharer at most once per this
+    /// interval (the client reports every 500 ms); the rest still reach the relay's layer selector,
+    /// so sustained loss is seen in full, but a watcher cannot flood the sharer.
+    public static let reportForwardIntervalMilliseconds: UInt64 = 400
 }
 
 /// Per-reason counts of the media plane, merged into `RelayStatistics`.
@@ -54,6 +70,8 @@ public struct MediaStatistics: Sendable, Equatable {
     public var rooms = 0
     public var participants = 0
     public var bindings = 0
+    /// Retransmission caches held (one per stream that sent media; each ≈ 614 KB).
+    public var retransmissionCaches = 0
     public var packetsReceived = 0
     public var packetsForwarded = 0
     public var bindsAccepted = 0
@@ -69,6 +87,16 @@ public struct MediaStatistics: Sendable, Equatable {
     public var retransmissionsSent = 0
     /// Sequence numbers asked for that the retransmission cache no longer held.
     public var retransmissionsGone = 0
+    /// Sequence numbers not resent because the asker's retransmission budget was spent.
+    public var retransmissionsOverBudget = 0
+    /// A screen watcher's NACK for a stream it does not receive now (another layer).
+    public var nacksForOtherLayers = 0
+    /// A media packet on a layer its sender may not use (voice: above 0; sharer: at or above
+    /// `MediaLimits.maximumSharerLayers`).
+    public var droppedLayerNotAllowed = 0
+    /// Screen watchers' receiver reports seen by the selector but not forwarded (too soon after
+    /// the watcher's previous forwarded one).
+    public var reportsThrottled = 0
     public var screenRooms = 0
     public var screenWatchers = 0
     /// Watchers switched to another layer at a keyframe (including their first layer).
@@ -139,6 +167,10 @@ public struct MediaRoomCore {
         var address: MediaAddress?
         var lastRefresh: UInt64
         var bucket: TokenBucket
+        /// Retransmissions this participant may still be sent (`MediaLimits.retransmissionsPerSecond`).
+        var retransmissions: TokenBucket
+        /// When this screen watcher's last receiver report was forwarded to the sharer.
+        var lastReportForwarded: UInt64?
         /// A screen watcher's handle in the room's selector (nil until it can receive: at its
         /// first bind on UDP, at once on the session transport).
         var viewer: LayerSelector.Viewer?
@@ -197,6 +229,7 @@ public struct MediaRoomCore {
         snapshot.rooms = rooms.count
         snapshot.participants = participants.count
         snapshot.bindings = connectionOfAddress.count
+        snapshot.retransmissionCaches = caches.count
         snapshot.screenRooms = screenRooms.count
         snapshot.screenWatchers = screenRooms.reduce(0) { $0 + (rooms[$1]?.watchers ?? 0) }
         return snapshot
@@ -257,7 +290,9 @@ public struct MediaRoomCore {
         var participant = Participant(
             connection: connection, room: roomID, purpose: purpose, streamID: streamID, token: token, transport: transport,
             address: nil, lastRefresh: now,
-            bucket: TokenBucket(capacity: MediaLimits.packetBurst, perSecond: MediaLimits.maximumPacketsPerSecond, now: now))
+            bucket: TokenBucket(capacity: MediaLimits.packetBurst, perSecond: MediaLimits.maximumPacketsPerSecond, now: now),
+            retransmissions: TokenBucket(capacity: MediaLimits.retransmissionBurst, perSecond: MediaLimits.retransmissionsPerSecond, now: now),
+            lastReportForwarded: nil)
         var member = Member(connection: connection, address: nil, transport: transport, viewer: nil, maximumLayer: layer)
         switch purpose {
         case .voice:
@@ -404,6 +439,10 @@ public struct MediaRoomCore {
                 counters.droppedForeignStream += 1
                 return
             }
+            // Each layer used costs a retransmission cache: voice has one layer, a sharer at most
+            // `maximumSharerLayers`.
+            let allowed: MediaLayer = participant.purpose == .screenShare ? MediaLimits.maximumSharerLayers : 1
+            guard header.layer < allowed else { counters.droppedLayerNotAllowed += 1; return }
             if caches[header.streamID] == nil { caches[header.streamID] = try? RetransmissionCache() }
             // Cannot throw: the size was checked above.
             try? caches[header.streamID]?.store(sequence: header.sequence, datagram: datagram)
@@ -419,9 +458,23 @@ public struct MediaRoomCore {
                 counters.droppedUnknownStream += 1
                 return
             }
+            if participant.purpose != .voice {
+                // Screen room: a watcher may recover only the layer the selector gives it now, so a
+                // capped or moved-down watcher cannot pull a higher layer out of the cache.
+                guard let viewer = participant.viewer, let room = rooms[participant.room], room.sharer == owner,
+                      let layer = room.selector?.currentLayer(of: viewer),
+                      nack.streamID == participants[owner].map({ $0.streamID &+ UInt32(layer) }) else {
+                    counters.nacksForOtherLayers += 1
+                    return
+                }
+            }
             counters.nacksAnswered += 1
             for sequence in nack.missing {
                 guard let bytes = cache.packet(sequence) else { counters.retransmissionsGone += 1; continue }
+                guard participants[connection]?.retransmissions.take(now: now) == true else {
+                    counters.retransmissionsOverBudget += 1
+                    continue
+                }
                 bytes.withUnsafeBytes { sendCopy($0, to: participant, into: &sink) }
                 counters.retransmissionsSent += 1
             }
@@ -446,6 +499,13 @@ public struct MediaRoomCore {
                 screenFeedback(report: report, from: participant, now: now, into: &sink)
                 // Keyframe requests go to the sharer only as the selector's coalesced requests.
                 guard report != nil else { return }
+                // Reports reach the sharer at most once per interval per watcher (the selector
+                // above saw this one regardless).
+                if let last = participant.lastReportForwarded, now < last + MediaLimits.reportForwardIntervalMilliseconds {
+                    counters.reportsThrottled += 1
+                    return
+                }
+                participants[connection]?.lastReportForwarded = now
             }
             if target.transport == .session {
                 sink.forwardReceived(toSession: owner); counters.packetsForwarded += 1

@@ -27,6 +27,11 @@ public struct RelayStatistics: Sendable, Equatable {
     public var mediaNacksAnswered = 0
     public var mediaRetransmissionsSent = 0
     public var mediaRetransmissionsGone = 0
+    public var mediaRetransmissionCaches = 0
+    public var mediaRetransmissionsOverBudget = 0
+    public var mediaDroppedLayerNotAllowed = 0
+    public var mediaNacksForOtherLayers = 0
+    public var mediaReportsThrottled = 0
     // Screen rooms (MediaRoomCore with LayerSelector): gauges, then counters.
     public var mediaScreenRooms = 0
     public var mediaScreenWatchers = 0
@@ -54,6 +59,11 @@ public struct RelayStatistics: Sendable, Equatable {
         mediaNacksAnswered = media.nacksAnswered
         mediaRetransmissionsSent = media.retransmissionsSent
         mediaRetransmissionsGone = media.retransmissionsGone
+        mediaRetransmissionCaches = media.retransmissionCaches
+        mediaRetransmissionsOverBudget = media.retransmissionsOverBudget
+        mediaDroppedLayerNotAllowed = media.droppedLayerNotAllowed
+        mediaNacksForOtherLayers = media.nacksForOtherLayers
+        mediaReportsThrottled = media.reportsThrottled
         mediaScreenRooms = media.screenRooms
         mediaScreenWatchers = media.screenWatchers
         mediaLayerSwitches = media.layerSwitches
@@ -93,6 +103,11 @@ public struct RelayStatistics: Sendable, Equatable {
             ("media_nacks_answered_total", "NACKs answered from the retransmission cache", "counter", mediaNacksAnswered),
             ("media_retransmissions_sent_total", "Packets resent from the retransmission cache", "counter", mediaRetransmissionsSent),
             ("media_retransmissions_gone_total", "NACKed packets no longer in the cache", "counter", mediaRetransmissionsGone),
+            ("media_retransmission_caches", "Retransmission caches held (one per sending stream)", "gauge", mediaRetransmissionCaches),
+            ("media_retransmissions_over_budget_total", "NACKed packets not resent: the asker's budget was spent", "counter", mediaRetransmissionsOverBudget),
+            ("media_dropped_layer_not_allowed_total", "Media dropped: a layer its sender may not use", "counter", mediaDroppedLayerNotAllowed),
+            ("media_nacks_for_other_layers_total", "Screen NACKs dropped: not the watcher's current layer", "counter", mediaNacksForOtherLayers),
+            ("media_reports_throttled_total", "Watcher receiver reports not forwarded to the sharer (too frequent)", "counter", mediaReportsThrottled),
             ("media_screen_rooms", "Screen rooms with at least one participant", "gauge", mediaScreenRooms),
             ("media_screen_watchers", "Watchers in screen rooms", "gauge", mediaScreenWatchers),
             ("media_layer_switches_total", "Watchers switched to another layer (at a keyframe)", "counter", mediaLayerSwitches),

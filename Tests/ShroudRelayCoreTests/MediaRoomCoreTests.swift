@@ -330,3 +330,20 @@ struct RecordingSink: MediaSink {
         #expect(received[address(3)] == [2] && received[address(4)] == [2])
     }
 }
+
+extension MediaRoomCoreTests {
+    /// A voice participant sends layer 0 only: one retransmission cache per speaker, however many
+    /// stream ids of its block it tries.
+    @Test func voiceParticipantsSendOnLayerZeroOnly() throws {
+        var core = MediaRoomCore()
+        let grants = try room(&core, 2)
+        #expect(deliver(&core, media(stream: grants[0].streamID, sequence: 1), from: address(1), now: start).toAddresses.count == 1)
+        for layer in MediaLayer(1) ... MediaPacket.maxLayer {
+            let bytes = try MediaPacket(streamID: grants[0].streamID + UInt32(layer), sequence: 1, frameNumber: 1, layer: layer,
+                                        payload: [1]).serialized()
+            #expect(deliver(&core, bytes, from: address(1), now: start).toAddresses.isEmpty)
+        }
+        #expect(core.statistics.droppedLayerNotAllowed == Int(MediaPacket.maxLayer))
+        #expect(core.statistics.retransmissionCaches == 1)
+    }
+}

@@ -348,3 +348,88 @@ import Testing
         #expect(sink.toSessions.map(\.0) == [connection(5)])
     }
 }
+
+/// The review fixes: bounded caches per sharer, NACKs only for the watcher's current layer, a
+/// retransmission budget per asker, and receiver reports forwarded at most once per interval.
+extension ScreenRoomCoreTests {
+    @Test func aSharerMayUseLayersUpToTheLimitAndNotOnePast() throws {
+        var core = MediaRoomCore()
+        var sharer = try screenRoom(&core, caps: [7])
+        let highest = MediaLimits.maximumSharerLayers - 1
+        _ = try sharer.sendFrame(&core, layers: Array(0...highest), forceKeyframe: true, now: start)
+        #expect(core.statistics.retransmissionCaches == Int(MediaLimits.maximumSharerLayers))
+        #expect(core.statistics.droppedLayerNotAllowed == 0)
+        // One layer past the limit, and every layer above it: dropped, no cache allocated.
+        for layer in MediaLimits.maximumSharerLayers ... MediaPacket.maxLayer {
+            let bytes = try MediaPacket(streamID: sharer.stream(layer), sequence: 1, frameNumber: 9, isKeyframe: true, layer: layer,
+                                        payload: [1]).serialized()
+            #expect(deliver(&core, bytes, from: address(1), now: start + 1).toAddresses.isEmpty)
+        }
+        #expect(core.statistics.droppedLayerNotAllowed == Int(MediaPacket.maxLayer - MediaLimits.maximumSharerLayers) + 1)
+        #expect(core.statistics.retransmissionCaches == Int(MediaLimits.maximumSharerLayers))
+        // The watcher still receives the highest allowed layer.
+        let got = try sharer.sendFrame(&core, layers: Array(0...highest), now: start + 40)
+        #expect(got[address(2)]?.map(\.0) == [highest])
+    }
+
+    @Test func aWatcherNacksOnlyTheLayerItReceives() throws {
+        var core = MediaRoomCore()
+        var sharer = try screenRoom(&core, caps: [0])
+        var now = start
+        for _ in 0..<10 { now += 33; _ = try sharer.sendFrame(&core, layers: [0, 2], forceKeyframe: true, now: now) }
+        #expect(core.currentLayer(of: connection(2)) == 0)
+        // Capped at layer 0: a NACK for the 1080p layer gets nothing.
+        let high = deliver(&core, try NackPacket(streamID: sharer.stream(2), missing: [4, 5]).serialized(), from: address(2), now: now)
+        #expect(high.toAddresses.isEmpty)
+        #expect(core.statistics.nacksForOtherLayers == 1 && core.statistics.retransmissionsSent == 0)
+        // Its own layer is answered.
+        let own = deliver(&core, try NackPacket(streamID: sharer.stream(0), missing: [4, 5]).serialized(), from: address(2), now: now)
+        #expect(try own.toAddresses.map { try MediaRoutingHeader(parsing: $0.1).layer } == [0, 0])
+        // The sharer itself has no layer to recover.
+        #expect(deliver(&core, try NackPacket(streamID: sharer.stream(0), missing: [4]).serialized(), from: address(1), now: now).toAddresses.isEmpty)
+        #expect(core.statistics.nacksForOtherLayers == 2)
+    }
+
+    @Test func retransmissionsAtTheBudgetAndOnePast() throws {
+        var core = MediaRoomCore()
+        var sharer = try screenRoom(&core, caps: [0])
+        var now = start
+        // 400 packets of layer 0 in the cache, spread over time so the sharer's rate limit allows them.
+        for _ in 0..<400 { now += 3; _ = try sharer.sendFrame(&core, layers: [0], forceKeyframe: true, now: now) }
+        let burst = UInt32(MediaLimits.retransmissionBurst)
+        // Ask for burst + 1 packets at once: exactly the burst is resent.
+        var resent = 0
+        var asked: UInt32 = 1
+        while asked <= burst + 1 {
+            let upTo = min(asked + 99, burst + 1)
+            resent += deliver(&core, try NackPacket(streamID: sharer.stream(0), missing: Array(asked...upTo)).serialized(),
+                              from: address(2), now: now).toAddresses.count
+            asked = upTo + 1
+        }
+        #expect(resent == MediaLimits.retransmissionBurst)
+        #expect(core.statistics.retransmissionsOverBudget == 1)
+        // A second later the budget has refilled by the sustained rate.
+        now += 1000
+        let later = deliver(&core, try NackPacket(streamID: sharer.stream(0), missing: Array(100...(100 + UInt32(MediaLimits.retransmissionsPerSecond)))).serialized(),
+                            from: address(2), now: now)
+        #expect(later.toAddresses.count == MediaLimits.retransmissionsPerSecond)
+        #expect(core.statistics.retransmissionsOverBudget == 2)
+    }
+
+    @Test func reportsReachTheSharerAtMostOncePerIntervalPerWatcher() throws {
+        var core = MediaRoomCore()
+        var sharer = try screenRoom(&core, caps: [7, 7])
+        var now = start
+        for _ in 0..<5 { now += 33; _ = try sharer.sendFrame(&core, layers: [0, 2], now: now) }
+        let interval = MediaLimits.reportForwardIntervalMilliseconds
+        let report = ReceiverReport(streamID: sharer.stream(2), fractionLost: 0, highestSequence: 5, cumulativeLost: 0, jitterMicroseconds: 0).serialized()
+        func forwarded(from n: Int, at time: UInt64) -> Int {
+            deliver(&core, report, from: address(n), now: time).toAddresses.filter { $0.0 == address(1) }.count
+        }
+        #expect(forwarded(from: 2, at: now) == 1)
+        #expect(forwarded(from: 2, at: now + interval - 1) == 0)      // one short of the interval
+        #expect(forwarded(from: 3, at: now + interval - 1) == 1)      // another watcher has its own
+        #expect(forwarded(from: 2, at: now + interval) == 1)          // at the interval
+        #expect(core.statistics.reportsThrottled == 1)
+    }
+}
