@@ -119,3 +119,45 @@ public struct BitrateController: Sendable {
         return bitrate == previous ? nil : bitrate
     }
 }
+
+/// One layer's receiver reports, gathered over `length` and handed to the `BitrateController` as
+/// one report: the median loss and median jitter of the window (docs/MEDIA.md, "Simulcast sender").
+/// Every watcher of a layer reports on the same stream; reacting to each report alone would let one
+/// lossy watcher (say, one the relay is about to move down) cut the layer's bitrate for all. The
+/// lower median means a layer backs off only when at least half of its reports in the window are
+/// lossy; with a single watcher it is that watcher's own loss. Pure: time is a parameter.
+public struct LayerReportWindow: Sendable {
+    /// Two report intervals of a watcher (`VideoReceiver.reportInterval`, 500 ms): each watcher
+    /// contributes about two reports, and the controller still reacts within a second.
+    public static let length: Duration = .seconds(1)
+    /// Reports kept in one window: more than the relay forwards in `length` from its largest room
+    /// (256 watchers, one report per 400 ms each: 640). Reports past it are counted and ignored.
+    public static let maximumReports = 1_024
+
+    private var losses: [UInt8] = []
+    private var jitters: [Duration] = []
+    private var opened: Duration?
+    public private(set) var ignored = 0
+
+    public init() {}
+
+    /// Adds one report. When the window (opened by its first report, or by the previous window's
+    /// close) has lasted `length`, returns the window's median loss and jitter and opens the next.
+    public mutating func add(fractionLost: UInt8, jitter: Duration, now: Duration) -> (fractionLost: UInt8, jitter: Duration)? {
+        if opened == nil { opened = now }
+        if losses.count < Self.maximumReports {
+            losses.append(fractionLost)
+            jitters.append(jitter)
+        } else {
+            ignored += 1
+        }
+        guard let opened, now - opened >= Self.length else { return nil }
+        losses.sort()
+        jitters.sort()
+        let median = (losses[(losses.count - 1) / 2], jitters[(jitters.count - 1) / 2])
+        losses.removeAll(keepingCapacity: true)
+        jitters.removeAll(keepingCapacity: true)
+        self.opened = now
+        return median
+    }
+}

@@ -98,6 +98,14 @@ public final class MediaKeyRing: MediaKeyProvider, @unchecked Sendable {
         expireLocked(now: now)
     }
 
+    /// Who announced the key with this id (nil for an unknown or dropped key, and for our own).
+    /// A picture's sharer is the sender of the key that opened it, never merely whoever
+    /// announced a key last.
+    public func sender(ofKey id: UInt64) -> [UInt8]? {
+        lock.lock(); defer { lock.unlock() }
+        return held[id]?.sender
+    }
+
     /// The ids of the other members' keys held now (sorted).
     public var heldKeyIDs: [UInt64] {
         lock.lock(); defer { lock.unlock() }

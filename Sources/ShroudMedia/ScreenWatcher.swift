@@ -21,6 +21,9 @@ public final class ScreenWatcher {
         public let bytes: Int
         /// The decrypted VP8 frame (for IVF recordings).
         public let encoded: [UInt8]
+        /// The SFrame key id that opened this frame: who sent it is the key's announcer
+        /// (`MediaKeyRing.sender(ofKey:)`), whoever announced a key last.
+        public let keyID: UInt64
     }
 
     public struct Statistics: Equatable, Sendable {
@@ -100,8 +103,9 @@ public final class ScreenWatcher {
 
     private func show(_ frame: AssembledFrame, now: Duration) throws -> Picture? {
         let plaintext: [UInt8]
+        let keyID: UInt64
         switch open(frame.bytes) {
-        case let .opened(bytes): plaintext = bytes
+        case let .opened(bytes, id): plaintext = bytes; keyID = id
         case .repeated:
             // A copy of a frame already opened changes nothing.
             return nil
@@ -131,10 +135,10 @@ public final class ScreenWatcher {
         watch.frameShown(frameNumber: frame.frameNumber, bytes: frame.bytes.count, layer: frame.layer,
                          width: picture.width, height: picture.height, now: now)
         return Picture(frame: picture, layer: frame.layer, streamID: frame.streamID, frameNumber: frame.frameNumber,
-                       isKeyframe: frame.isKeyframe, bytes: frame.bytes.count, encoded: plaintext)
+                       isKeyframe: frame.isKeyframe, bytes: frame.bytes.count, encoded: plaintext, keyID: keyID)
     }
 
-    private enum Opening { case opened([UInt8]), repeated, unknownKey(UInt64), refused }
+    private enum Opening { case opened([UInt8], keyID: UInt64), repeated, unknownKey(UInt64), refused }
 
     private func open(_ frame: [UInt8]) -> Opening {
         var reader = ByteReader(frame)
@@ -150,7 +154,7 @@ public final class ScreenWatcher {
             return .refused
         }
         do {
-            return .opened(try sframe.open(frame).plaintext)
+            return .opened(try sframe.open(frame).plaintext, keyID: header.keyID)
         } catch SFrameError.replayed, SFrameError.tooOld {
             counts.repeated += 1
             return .repeated

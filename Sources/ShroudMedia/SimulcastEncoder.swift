@@ -30,6 +30,7 @@ public final class SimulcastEncoder {
     public private(set) var layers: [Layer]
     private var encoders: [VP8Encoder?]
     private var controllers: [BitrateController]
+    private var reportWindows: [LayerReportWindow]
     private var keyframeWanted: [Bool]
     private let cpuUsed: Int
     private let threads: Int
@@ -51,6 +52,7 @@ public final class SimulcastEncoder {
         }
         encoders = qualities.map { _ in nil }
         controllers = qualities.map { BitrateController(bounds: $0.bitrateBounds) }
+        reportWindows = qualities.map { _ in LayerReportWindow() }
         keyframeWanted = qualities.map { _ in false }
         self.fps = fps
         self.cpuUsed = cpuUsed
@@ -68,12 +70,15 @@ public final class SimulcastEncoder {
         return true
     }
 
-    /// A receiver report about one of our streams: adapts that layer's bitrate. Returns the new
-    /// bitrate when it changed (nil too for a stream that is not ours).
+    /// A receiver report about one of our streams: joins the layer's report window; when the
+    /// window closes, its median adapts that layer's bitrate (`LayerReportWindow`). Returns the
+    /// new bitrate when it changed (nil too for a stream that is not ours).
     @discardableResult
     public func receiverReport(streamID: UInt32, fractionLost: UInt8, jitter: Duration, now: Duration) throws -> Int? {
         guard let index = index(ofStream: streamID) else { return nil }
-        guard let bitrate = controllers[index].receiverReport(fractionLost: fractionLost, jitter: jitter, now: now) else { return nil }
+        guard let median = reportWindows[index].add(fractionLost: fractionLost, jitter: jitter, now: now),
+              let bitrate = controllers[index].receiverReport(fractionLost: median.fractionLost, jitter: median.jitter, now: now)
+        else { return nil }
         try encoders[index]?.setBitrate(bitrate)
         layers[index].bitrate = bitrate
         return bitrate

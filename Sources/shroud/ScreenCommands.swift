@@ -143,6 +143,10 @@ private final class ScreenShareSession {
         let inbox = DatagramQueue()  // feedback, applied by the capture thread before each frame
         let room = try ScreenRoom(client: context.client, channel: local, purpose: .screenShare, maxLayer: MediaPacket.maxLayer,
                                   overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out) { inbox.push($0) }
+        // Left on every way out: a failure to publish the key or to start the encoder must not
+        // leave us in the room as a sharer nobody can replace.
+        var leavePolitely = true
+        defer { room.leave(politely: leavePolitely) }
         // Our key before the first frame, so watchers already waiting can open it.
         try publishKey(context, random: &random)
         let sender = try ScreenSender(top: options.quality, fps: options.fps, streamBase: room.streamBase, keys: ring)
@@ -250,7 +254,8 @@ private final class ScreenShareSession {
         if !threadEnded { finished.wait() }
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
         report(figures.value, since: ShareFigures(), onTerminal: false, final: true)
-        room.leave(politely: sessionFailure == nil)
+        leavePolitely = sessionFailure == nil
+        room.leave(politely: leavePolitely)
         if let reason = sessionFailure ?? failure.value { throw Failure(reason) }
         out.emit(nil, ["event": "left", "channel": Hex.encode(local.id.bytes)])
     }
@@ -392,6 +397,9 @@ private final class ScreenWatchSession {
         let queue = DatagramQueue()
         let room = try ScreenRoom(client: context.client, channel: local, purpose: .screenWatch, maxLayer: options.quality.layer,
                                   overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out) { queue.push($0) }
+        // Left on every way out, including a window that cannot be opened.
+        var leavePolitely = true
+        defer { room.leave(politely: leavePolitely) }
         let joinedAt = ContinuousClock.now
         out.emit(nil, ["event": "watching", "channel": Hex.encode(local.id.bytes), "transport": room.transportName,
                        "quality": options.quality.rawValue])
@@ -417,7 +425,10 @@ private final class ScreenWatchSession {
         let stopRequested = LockedBox(false)
         let signals = StopSignals { stopRequested.value = true }
         defer { signals.cancel() }
-        let sharerName = LockedBox("the sharer")
+        // Display names of key announcers, by member id (filled by the session thread). The window
+        // is titled from the key that opened the picture, so a member who merely announces a key
+        // cannot put its name on someone else's screen.
+        let announcerNames = LockedBox([[UInt8]: String]())
         let finished = DispatchSemaphore(value: 0)
         let failure = LockedBox<String?>(nil)
         let figures = LockedBox(WatchFigures())
@@ -426,8 +437,13 @@ private final class ScreenWatchSession {
         let clockStart = start
         let readMarker = options.readMarker
         let output = out
+        let keyRing = ring
         Thread {
             defer { finished.signal() }
+            // The recording is closed (its header completed, the window closed) however the
+            // thread ends; a failure to finish matters only when nothing else failed first.
+            var sinkFinished = false
+            defer { if !sinkFinished { try? job.sink.finish() } }
             do {
                 var first = true
                 while !stopRequested.value, ContinuousClock.now - joinedAt < length {
@@ -452,13 +468,15 @@ private final class ScreenWatchSession {
                         if readMarker, let value = ScreenMarker.read(picture.frame) {
                             output.emit(nil, ["event": "marker", "value": Int(value), "at_ms": Date().timeIntervalSince1970 * 1000])
                         }
-                        try job.sink.take(picture, title: "Shroud: \(sharerName.value) in \(local.name), \(quality) \(picture.frame.width)x\(picture.frame.height)")
+                        let sharerName = keyRing.sender(ofKey: picture.keyID).flatMap { announcerNames.value[$0] } ?? "the sharer"
+                        try job.sink.take(picture, title: "Shroud: \(sharerName) in \(local.name), \(quality) \(picture.frame.width)x\(picture.frame.height)")
                     }
                     if case let .window(window) = job.sink.kind, try !window.processEvents() { break }
                     let now = ContinuousClock.now - clockStart
                     figures.value = WatchFigures(snapshot: job.watcher.snapshot(now: now), statistics: job.watcher.statistics,
                                                  written: job.sink.written)
                 }
+                sinkFinished = true
                 try job.sink.finish()
             } catch {
                 failure.value = oneLine(error)
@@ -488,7 +506,7 @@ private final class ScreenWatchSession {
                     guard case let .announcement(announcement) = try ScreenKeyMessage(received.payload) else { return }
                     let outcome = ring.install(announcement, from: received.sender, now: self.now)
                     let name = context.name(of: received.sender)
-                    sharerName.value = name
+                    if announcerNames.value[received.sender] == nil { announcerNames.value[received.sender] = name }
                     out.emit(nil, ["event": "screen_key", "from": name, "key_id": String(announcement.keyID), "outcome": "\(outcome)"])
                     fflush(nil)
                 } catch {
@@ -521,7 +539,8 @@ private final class ScreenWatchSession {
         if !threadEnded { finished.wait() }
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
         report(figures.value, dropped: queue.dropped, onTerminal: false, final: true)
-        room.leave(politely: sessionFailure == nil)
+        leavePolitely = sessionFailure == nil
+        room.leave(politely: leavePolitely)
         if let reason = sessionFailure ?? failure.value { throw Failure(reason) }
         out.emit(nil, ["event": "left", "channel": Hex.encode(local.id.bytes), "pictures": figures.value.written])
     }

@@ -34,6 +34,43 @@ struct ScreenKeyMessageTests {
         #expect(throws: MediaError.self) { try ScreenKeyMessage(try ChannelPayload(kind: kind21, sentAt: 0, body: [0])) }
     }
 
+    /// The sharer's path in `ChannelMessaging.send` after a kick, at the core level: the audience
+    /// plan sees a key holder who is no longer a member and rotates, the new distribution goes to
+    /// the remaining member only, and the next screen key announcement — sealed under the rotated
+    /// sender key — does not open with the sender keys the kicked member stored before.
+    @Test func aScreenKeyAnnouncedAfterAKickDoesNotOpenWithTheKickedMembersSenderKeys() throws {
+        var random = SeededRandom(seed: 61)
+        let channel = [UInt8](repeating: 0xC4, count: 16)
+        let (a, b, c): ([UInt8], [UInt8], [UInt8]) = ([UInt8](repeating: 0xA, count: 32), [UInt8](repeating: 0xB, count: 32),
+                                                      [UInt8](repeating: 0xC, count: 32))
+        let alice = InMemorySenderKeyStore(), bob = InMemorySenderKeyStore(), carol = InMemorySenderKeyStore()
+        // Alice shares; Bob and Carol hold her sender key and open her first screen key.
+        let first = try SenderKeyCipher.ownDistribution(channel: channel, store: alice, random: &random)
+        for store in [bob, carol] { try SenderKeyCipher.process(first, channel: channel, sender: a, store: store) }
+        let firstKey = MediaKeyAnnouncement.random(joining: false, random: &random)
+        let before = try SenderKeyCipher.encrypt(try ScreenKeyMessage.announcement(firstKey).payload(sentAt: 1).serialize(),
+                                                 channel: channel, store: alice, random: &random)
+        let opened = try SenderKeyCipher.decrypt(before, channel: channel, sender: a, store: carol)
+        #expect(try ScreenKeyMessage(try ChannelPayload(parsing: opened)) == .announcement(firstKey))
+        // Carol is kicked: the member list no longer has her, the holders still do.
+        let plan = SenderKeyAudience.plan(members: [a, b], holders: [b, c], me: a, hasKey: true)
+        #expect(plan.rotate && plan.distributeTo == [b])
+        let rotated = try SenderKeyCipher.memberAdded(channel: channel, store: alice, random: &random)
+        #expect(rotated.keyId != first.keyId)
+        try SenderKeyCipher.process(rotated, channel: channel, sender: a, store: bob)
+        let secondKey = MediaKeyAnnouncement.random(joining: false, random: &random)
+        let after = try SenderKeyCipher.encrypt(try ScreenKeyMessage.announcement(secondKey).payload(sentAt: 2).serialize(),
+                                                channel: channel, store: alice, random: &random)
+        // Carol's stored record has no state for the new key id (ChannelMessaging keeps such a
+        // message waiting), and decrypting with what she holds fails.
+        let record = carol.senderKeyRecord(channel: channel, sender: a)
+        #expect(record?.states.contains { $0.keyId == after.keyId } == false)
+        #expect(throws: CryptoError.self) { try SenderKeyCipher.decrypt(after, channel: channel, sender: a, store: carol) }
+        // Bob, who got the distribution, opens it.
+        let forBob = try SenderKeyCipher.decrypt(after, channel: channel, sender: a, store: bob)
+        #expect(try ScreenKeyMessage(try ChannelPayload(parsing: forBob)) == .announcement(secondKey))
+    }
+
     @Test func answersAtMostOncePerInterval() {
         var limiter = KeyAnswerLimiter()
         let first = limiter.shouldAnswer(now: .seconds(5))
@@ -111,16 +148,43 @@ struct ScreenPipelineTests {
         let lowKeyed = keyed.contains { $0.layer == 0 && $0.isKeyframe }
         #expect(topKeyed && !lowKeyed)
         sender.feedback(try KeyframeRequest(streamID: 99).serialized(), now: .seconds(1))
-        sender.feedback(ReceiverReport(streamID: 10, fractionLost: 128, highestSequence: 1, cumulativeLost: 9, jitterMicroseconds: 0).serialized(),
-                        now: .seconds(2))
+        // Reports act once the layer's report window closes (`LayerReportWindow`).
+        let lossy = ReceiverReport(streamID: 10, fractionLost: 128, highestSequence: 1, cumulativeLost: 9, jitterMicroseconds: 0).serialized()
+        sender.feedback(lossy, now: .seconds(2))
+        #expect(sender.encoder.layers.map(\.bitrate) == [500_000, 2_500_000])
+        sender.feedback(lossy, now: .seconds(2) + LayerReportWindow.length)
         #expect(sender.encoder.layers.map(\.bitrate) == [500_000, 1_875_000])
         // A sharer receives no media or NACKs, and garbage is counted.
         sender.feedback([0xFF, 1, 2], now: .seconds(2))
         sender.feedback([], now: .seconds(2))
         sender.feedback(try NackPacket(streamID: 10, missing: [1]).serialized(), now: .seconds(2))
         let s = sender.statistics
-        #expect(s.captures == 3 && s.keyframeRequests == 1 && s.foreignRequests == 1 && s.receiverReports == 1)
+        #expect(s.captures == 3 && s.keyframeRequests == 1 && s.foreignRequests == 1 && s.receiverReports == 2)
         #expect(s.bitrateChanges == 1 && s.malformed == 3)
+    }
+
+    /// The window title names the sender of the key that opened the picture: a member who
+    /// announces a key of its own afterwards does not become "the sharer".
+    @Test func aPictureNamesTheKeyThatOpenedItNotTheLastAnnouncer() throws {
+        let sharerKeys = OneKey(5)
+        let sender = try ScreenSender(top: .p360, fps: 30, streamBase: 0, keys: sharerKeys)
+        let ring = MediaKeyRing()
+        let alice = [UInt8](repeating: 0xA1, count: 32), mallory = [UInt8](repeating: 0x3E, count: 32)
+        let baseKey = try #require(sharerKeys.key?.baseKey.bytes)
+        #expect(ring.install(try MediaKeyAnnouncement(keyID: 5, baseKey: baseKey, joining: false), from: alice, now: .zero) == .installed)
+        #expect(ring.install(try MediaKeyAnnouncement(keyID: 6, baseKey: [UInt8](repeating: 6, count: 32), joining: false), from: mallory,
+                             now: .zero) == .installed)
+        let watcher = ScreenWatcher(keys: ring)
+        var last: ScreenWatcher.Picture?
+        for index in 0 ..< 3 {
+            for datagram in try sender.datagrams(for: try textLikePicture(width: 640, height: 360, offset: index)) {
+                if let picture = try watcher.receive(datagram, now: .milliseconds(33 * index)).pictures.last { last = picture }
+            }
+        }
+        let picture = try #require(last)
+        #expect(picture.keyID == 5)
+        #expect(ring.sender(ofKey: picture.keyID) == alice)
+        #expect(ring.sender(ofKey: 6) == mallory && ring.sender(ofKey: 7) == nil)
     }
 
     @Test func aWatcherWithoutTheKeyAsksForAKeyframeOnceItHasIt() throws {

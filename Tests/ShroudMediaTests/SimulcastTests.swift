@@ -153,12 +153,53 @@ struct SimulcastEncoderTests {
     @Test func receiverReportsAdaptOnlyTheirLayer() throws {
         let encoder = try SimulcastEncoder(top: .p1080, streamID: { 100 + UInt32($0) })
         _ = try encoder.encode(try textLikePicture())
-        let lowered = try encoder.receiverReport(streamID: 102, fractionLost: 128, jitter: .zero, now: .seconds(1))
+        // The first report opens layer 2's window; the one a window's length later closes it.
+        #expect(try encoder.receiverReport(streamID: 102, fractionLost: 128, jitter: .zero, now: .seconds(1)) == nil)
+        let lowered = try encoder.receiverReport(streamID: 102, fractionLost: 128, jitter: .zero, now: .seconds(1) + LayerReportWindow.length)
         #expect(lowered == 1_875_000)
         #expect(encoder.layers.map(\.bitrate) == [500_000, 1_875_000])
         #expect(try encoder.receiverReport(streamID: 55, fractionLost: 255, jitter: .zero, now: .seconds(2)) == nil)
         // The encoder keeps working at the new rate.
         #expect(try encoder.encode(try textLikePicture(offset: 3)).count == 2)
+    }
+
+    @Test func oneLossyWatcherAmongCleanOnesDoesNotCutTheLayer() throws {
+        let encoder = try SimulcastEncoder(top: .p720, streamID: { 100 + UInt32($0) })
+        let start = encoder.layers[0].bitrate
+        // Three watchers of layer 0 report every 500 ms; one of them loses half its packets.
+        var now = Duration.zero
+        for _ in 0 ..< 10 {
+            for loss: UInt8 in [0, 128, 0] { _ = try encoder.receiverReport(streamID: 100, fractionLost: loss, jitter: .zero, now: now) }
+            now += .milliseconds(500)
+        }
+        // Never cut (reacting to each report alone would have halved it several times).
+        let held = encoder.layers[0].bitrate
+        #expect(held >= start)
+        // Two of the three lossy: the window's median is lossy and the layer backs off.
+        for _ in 0 ..< 3 {
+            for loss: UInt8 in [128, 128, 0] { _ = try encoder.receiverReport(streamID: 100, fractionLost: loss, jitter: .zero, now: now) }
+            now += .milliseconds(500)
+        }
+        #expect(encoder.layers[0].bitrate < held)
+    }
+
+    @Test func aReportWindowClosesAtItsLengthAndNotBefore() {
+        var window = LayerReportWindow()
+        #expect(window.add(fractionLost: 200, jitter: .milliseconds(9), now: .seconds(5)) == nil)
+        #expect(window.add(fractionLost: 10, jitter: .milliseconds(1), now: .seconds(5) + LayerReportWindow.length - .nanoseconds(1)) == nil)
+        let closed = window.add(fractionLost: 20, jitter: .milliseconds(3), now: .seconds(5) + LayerReportWindow.length)
+        #expect(closed?.fractionLost == 20 && closed?.jitter == .milliseconds(3))
+        // The next window opened at the close: a single lossy report a window later is its median.
+        #expect(window.add(fractionLost: 90, jitter: .zero, now: .seconds(5) + LayerReportWindow.length * 2)?.fractionLost == 90)
+    }
+
+    @Test func reportsPastAWindowsLimitAreIgnored() {
+        var window = LayerReportWindow()
+        for _ in 0 ..< LayerReportWindow.maximumReports { _ = window.add(fractionLost: 0, jitter: .zero, now: .zero) }
+        #expect(window.ignored == 0)
+        _ = window.add(fractionLost: 255, jitter: .zero, now: .zero)
+        #expect(window.ignored == 1)
+        #expect(window.add(fractionLost: 255, jitter: .zero, now: LayerReportWindow.length)?.fractionLost == 0)
     }
 
     @Test func a360pShareHasOneLayerAndAResizeStartsAFreshKeyframe() throws {
