@@ -120,9 +120,16 @@ import Testing
         // 30 frames (a second at 30 fps), answering keyframe requests. The watchers' sockets are
         // drained every frame (a default socket buffer holds only about 90 of these datagrams).
         var inbox: [[[UInt8]]] = [[], []]
-        func frames(_ count: Int, lossReportEvery: Int? = nil) throws {
-            for step in 0 ..< count {
-                if let every = lossReportEvery, step % every == 0 { watchers[0].send(lossy, toPort: mediaPort) }
+        // Loss reports go out at fixed times (every `interval` of the monotonic clock, as the client's
+        // receiver does), not every so many frames, so a slow loop does not stretch their spacing.
+        func frames(_ count: Int, lossReportsEvery interval: Duration? = nil) throws {
+            let clock = ContinuousClock()
+            var nextReport = clock.now
+            for _ in 0 ..< count {
+                if let interval, clock.now >= nextReport {
+                    watchers[0].send(lossy, toPort: mediaPort)
+                    nextReport += interval
+                }
                 try sharer.sendFrame()
                 usleep(33_000)
                 for index in watchers.indices { inbox[index] += watchers[index].receiveAll(quiet: 0) }
@@ -145,10 +152,11 @@ import Testing
         watchers[0].send(try MediaPacket(streamID: base, sequence: 1, frameNumber: 1, payload: [1]).serialized(), toPort: mediaPort)
         #expect(watchers[1].receiveAll(quiet: 200).isEmpty)
 
-        // The uncapped watcher reports sustained loss (≈ 23 %, three reports over just over 1 s): the
-        // relay moves it down to layer 0 at that layer's next keyframe, which it asks the sharer for.
+        // The uncapped watcher reports sustained loss (≈ 23 %, a report every 500 ms for the ≈ 2 s of
+        // 63 frames): the relay moves it down to layer 0 at that layer's next keyframe, which it asks
+        // the sharer for.
         inbox = [[], []]
-        try frames(63, lossReportEvery: 16)
+        try frames(63, lossReportsEvery: .milliseconds(500))
         sharer.collectRequests()
         let afterLoss = try inbox[0].map { try MediaRoutingHeader(parsing: $0) }
         let switchAt = try #require(afterLoss.firstIndex { $0.layer == 0 }, "moved down to layer 0")

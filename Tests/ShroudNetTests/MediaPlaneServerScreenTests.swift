@@ -52,15 +52,17 @@ import Testing
         sharer.send(try MediaPacket(streamID: base + 2, sequence: 0, frameNumber: 0, layer: 2, payload: [1]).serialized(), to: server.port)
         let expected = try KeyframeRequest(streamID: base + 2, layer: 2).serialized()
         #expect(sharer.receive(timeout: 2_000) == expected)
-        let first = shroud_monotonic_ns()
         // The sharer does not answer and nothing else is sent: the request comes again from the
-        // media thread's periodic work, after the interval.
+        // media thread's periodic work. (The interval itself is tested on a virtual clock in
+        // ScreenRoomCoreTests; wall time here depends on the machine's load.)
         #expect(sharer.receive(timeout: 3_000) == expected)
-        let gap = Double(shroud_monotonic_ns() - first) / 1e6
-        // Not an immediate repeat. (The exact interval is tested on a virtual clock in
-        // ScreenRoomCoreTests; here this thread may wake late for the first request, under load.)
-        #expect(gap >= 400)
         #expect(watcher.receive(timeout: 50) == nil)
-        #expect(router.statistics.keyframeRequestsSent == 2)
+        // At least the two seen; a slow test thread may let a third come due meanwhile, and every
+        // one is the same request to the sharer.
+        let sent = router.statistics.keyframeRequestsSent
+        #expect(sent >= 2)
+        var more = 0
+        while let extra = sharer.receive(timeout: 20) { #expect(extra == expected); more += 1 }
+        #expect(more <= sent - 2)
     }
 }
