@@ -16,6 +16,9 @@ enum FileOfferPolicy {
     static let maximumWaitSeconds: Double = 86_400
     /// How long the receiver tries each direct candidate.
     static let connectTimeout: Double = 3
+    /// While `file send` waits, it looks at its listener and at the relay session in turns, this
+    /// long each: the receiver's connection is taken within about this delay.
+    static let peerPollInterval: Double = 0.01
 
     static func isFresh(_ offer: FileOffer, receivedAt: UInt64, now: Date = Date()) -> Bool {
         now.timeIntervalSince1970 - Double(receivedAt) / 1000 <= offerLifetime
@@ -101,7 +104,7 @@ struct FileCommand: ParsableCommand {
             }
             defer { client.fileHandler = nil }
             while deadline.timeIntervalSinceNow > 0 {
-                if let listener, let socket = listener.accept(timeout: 0.05) {
+                if let listener, let socket = listener.accept(timeout: FileOfferPolicy.peerPollInterval) {
                     do {
                         let hello = try socket.readExactly(TransferHandshake.helloSize, idle: FileOfferPolicy.connectTimeout)
                         let reply = try core.receiveHello(hello, now: monotonicSeconds())
@@ -113,7 +116,7 @@ struct FileCommand: ParsableCommand {
                     }
                 }
                 if answer == nil {
-                    try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : 0.05), random: &random, show: { _ in },
+                    try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : FileOfferPolicy.peerPollInterval), random: &random, show: { _ in },
                                        keepingText: true)
                 }
                 switch answer?.decision {
