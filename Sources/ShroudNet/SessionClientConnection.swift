@@ -17,7 +17,7 @@ public struct SessionClientConnection: Sendable {
     public let channel: Channel
     private let inbox: FrameInbox
     /// Writes frames this side masked itself, below NIO's encoder (`sendMaskedWithoutWaiting`).
-    private let preencoded: NIOLoopBound<PreencodedFrameWriter>
+    private let preencoded: WriterSlot
 
     public static func connect(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext? = nil) async throws -> SessionClientConnection {
         try await bootstrap(host: host, port: port, group: group, tls: tls).get()
@@ -30,7 +30,7 @@ public struct SessionClientConnection: Sendable {
         try bootstrap(host: host, port: port, group: group, tls: tls).wait()
     }
 
-    private init(channel: Channel, inbox: FrameInbox, preencoded: NIOLoopBound<PreencodedFrameWriter>) {
+    private init(channel: Channel, inbox: FrameInbox, preencoded: WriterSlot) {
         self.channel = channel
         self.inbox = inbox
         self.preencoded = preencoded
@@ -80,10 +80,7 @@ public struct SessionClientConnection: Sendable {
                 inbox.finish()
                 upgraded.fail(ChannelError.ioOnClosedChannel)
             }
-            return upgraded.futureResult.flatMapThrowing {
-                guard let writer = writers.get() else { throw ChannelError.inappropriateOperationForState }
-                return SessionClientConnection(channel: channel, inbox: inbox, preencoded: NIOLoopBound(writer, eventLoop: channel.eventLoop))
-            }
+            return upgraded.futureResult.map { SessionClientConnection(channel: channel, inbox: inbox, preencoded: writers) }
         }
     }
 
@@ -118,7 +115,7 @@ public struct SessionClientConnection: Sendable {
         let key = WebSocketMaskingKey.random()
         let buffer = WebSocketClientFraming.maskedBinaryFrame(parts, key: Array(key), allocator: channel.allocator)
         let preencoded = self.preencoded
-        channel.eventLoop.execute { preencoded.value.write(buffer) }
+        channel.eventLoop.execute { preencoded.get()?.write(buffer) }
     }
 
     /// The next session frame; throws when the connection closed first or the frame is malformed.
@@ -231,7 +228,8 @@ private func isIPAddress(_ host: String) -> Bool {
     (try? SocketAddress(ipAddress: host, port: 0)) != nil
 }
 
-/// Hands the writer added during the upgrade (on the event loop) to the connection's creator.
+/// Holds the writer added during the upgrade; the writer itself is used only on the channel's
+/// event loop (the slot is set before the connection exists, under a lock).
 private final class WriterSlot: @unchecked Sendable {
     private let lock = NSLock()
     private var writer: PreencodedFrameWriter?
