@@ -246,6 +246,12 @@ public struct VideoReceiver: Sendable {
         lastKeyframeRequest = nil
     }
 
+    /// A delivered frame could not be used (its key is not known yet, it did not authenticate, or
+    /// the decoder refused it): decoding stops until a keyframe, which is asked for at the next poll.
+    public mutating func frameUnusable(now: Duration) {
+        giveUp(now: now)
+    }
+
     public mutating func pollOutput(now: Duration) -> Output? {
         if !ready.isEmpty { return ready.removeFirst() }
         // A gap that lasted too long, or a sequence whose NACKs are used up, ends decoding.

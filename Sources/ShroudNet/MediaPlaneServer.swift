@@ -80,6 +80,8 @@ public final class MediaPlaneServer: @unchecked Sendable {
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in
+            // Named in the kernel too, so `top -H` and the screen benchmark find it.
+            _ = shroud_name_current_thread("shroud-media")
             run()
             finished.signal()
         }
@@ -101,13 +103,13 @@ public final class MediaPlaneServer: @unchecked Sendable {
     }
 
     private func run() {
+        var wait = MediaSocketLimits.pollMilliseconds
         while running.load(ordering: .acquiring) {
-            let count = Int(shroud_recv_batch_receive(fd, receiveBatch, MediaSocketLimits.pollMilliseconds))
-            guard count > 0 else { continue }
+            let count = Int(shroud_recv_batch_receive(fd, receiveBatch, wait))
             let now = clock()
             var sink = BatchSink(queue: sendQueue, fd: fd)
-            router.withCore { core in
-                for index in 0..<count {
+            let deadline = router.withCore { core in
+                for index in 0..<max(count, 0) {
                     let index = Int32(index)
                     let length = min(Int(shroud_recv_batch_length(receiveBatch, index)), MediaSocketLimits.slotBytes)
                     var source = shroud_addr()
@@ -116,7 +118,12 @@ public final class MediaPlaneServer: @unchecked Sendable {
                     sink.current = datagram
                     core.receive(datagram: datagram, from: MediaAddress(source), now: now, into: &sink)
                 }
+                // Screen rooms' held-back keyframe requests; the next wait ends at the earliest.
+                core.poll(now: now, into: &sink)
+                return core.nextDeadline
             }
+            wait = deadline.map { Int32(clamping: min(UInt64(MediaSocketLimits.pollMilliseconds), $0 > now ? $0 - now : 1)) }
+                ?? MediaSocketLimits.pollMilliseconds
             shroud_send_queue_flush(sendQueue, fd)
             if !sink.sessions.isEmpty { deliverToSessions(sink.sessions) }
         }

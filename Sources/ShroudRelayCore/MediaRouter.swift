@@ -44,6 +44,9 @@ public enum MediaLimits {
     public static let bindingLifetimeMilliseconds: UInt64 = 30_000
     /// How often a client should repeat its bind (a sixth of the lifetime: five binds may be lost).
     public static let bindRefreshMilliseconds: UInt64 = 5_000
+    /// Watchers in one screen room: the selector's viewer limit (each watcher costs a pass in the
+    /// per-packet loop, so this bounds a sharer's fan-out).
+    public static let maximumWatchers = LayerSelector.maxViewers
 }
 
 /// Per-reason counts of the media plane, merged into `RelayStatistics`.
@@ -66,6 +69,16 @@ public struct MediaStatistics: Sendable, Equatable {
     public var retransmissionsSent = 0
     /// Sequence numbers asked for that the retransmission cache no longer held.
     public var retransmissionsGone = 0
+    public var screenRooms = 0
+    public var screenWatchers = 0
+    /// Watchers switched to another layer at a keyframe (including their first layer).
+    public var layerSwitches = 0
+    public var layerDownshifts = 0
+    public var layerUpshifts = 0
+    /// Keyframe requests the relay sent to sharers (its selectors' coalesced requests).
+    public var keyframeRequestsSent = 0
+    /// Keyframe requests watchers sent (fed to the selector, never forwarded).
+    public var keyframeRequestsFromWatchers = 0
     public init() {}
 }
 
@@ -87,52 +100,96 @@ public struct MediaGrant: Equatable, Sendable {
     public var tokenExpiresAt: UInt64
 }
 
-/// The voice rooms, sans-IO (docs/PROTOCOL.md §4): one room per channel, its participants, their
-/// bound UDP addresses and one retransmission cache per sending stream. Forwarding is blind: only
-/// the routing header is read; the rest is copied. Membership is checked by the caller (`Relay`)
+/// A channel has at most one room of each kind.
+public enum RoomKind: UInt8, Sendable, CaseIterable {
+    case voice
+    case screen
+}
+
+extension RoomPurpose {
+    public var roomKind: RoomKind { self == .voice ? .voice : .screen }
+}
+
+/// The media rooms, sans-IO (docs/PROTOCOL.md §4.7): one room per (channel, kind), its
+/// participants, their bound UDP addresses and one retransmission cache per sending stream.
+/// A voice room sends every member's media to every other member. A screen room has at most one
+/// sharer and up to `MediaLimits.maximumWatchers` watchers; the sharer's media goes through the
+/// room's `LayerSelector`, so each watcher receives one layer. Forwarding is blind: only the
+/// routing header is read; the rest is copied. Membership is checked by the caller (`Relay`)
 /// before `join`; the router trusts it. Time is milliseconds since the Unix epoch, a parameter.
+///
+/// Contract for screen rooms: after `join`, call `poll(now:into:)` (a session-transport watcher's
+/// join asks the sharer for a keyframe); call it again at `nextDeadline` (held-back keyframe
+/// requests). `receive` drains the selector itself (media, feedback, a UDP watcher's first bind).
 public struct MediaRoomCore {
-    public enum JoinRefusal: Error, Equatable { case roomFull }
+    public enum JoinRefusal: Error, Equatable {
+        /// The voice room is at `maximumRoomSize`, or the screen room at its watcher limit.
+        case roomFull
+        /// Another connection is the screen room's sharer.
+        case sharerPresent
+    }
 
     private struct Participant {
         let connection: ConnectionID
         let room: UInt32
+        let purpose: RoomPurpose
         let streamID: UInt32
         let token: MediaToken
         let transport: MediaTransport
         var address: MediaAddress?
         var lastRefresh: UInt64
         var bucket: TokenBucket
+        /// A screen watcher's handle in the room's selector (nil until it can receive: at its
+        /// first bind on UDP, at once on the session transport).
+        var viewer: LayerSelector.Viewer?
     }
 
     /// Who gets a room's packets: kept as a flat array, rebuilt on joins, leaves and binds, so a
-    /// fan-out is one pass over contiguous memory.
+    /// fan-out is one pass over contiguous memory. A watcher's selector handle lives here too, so
+    /// a screen packet's forwarding decision needs no lookup.
     private struct Member {
         var connection: ConnectionID
         var address: MediaAddress?
         var transport: MediaTransport
+        var viewer: LayerSelector.Viewer?
+        var maximumLayer: MediaLayer
     }
 
     private struct Room {
         let channel: ChannelID
+        let kind: RoomKind
         var members: [Member] = []
+        /// Screen rooms: the one sharer, its selector, and how many watchers joined.
+        var sharer: ConnectionID?
+        var selector: LayerSelector?
+        var watchers = 0
+    }
+
+    private struct RoomKey: Hashable {
+        let channel: ChannelID
+        let kind: RoomKind
     }
 
     public let maximumRoomSize: Int
+    public let maximumWatchers: Int
     private var participants: [ConnectionID: Participant] = [:]
     private var rooms: [UInt32: Room] = [:]
-    private var roomOfChannel: [ChannelID: UInt32] = [:]
+    private var roomOfChannel: [RoomKey: UInt32] = [:]
+    /// Screen rooms, for `poll` and `nextDeadline` (voice rooms have nothing to poll).
+    private var screenRooms: Set<UInt32> = []
     private var connectionOfAddress: [MediaAddress: ConnectionID] = [:]
     private var connectionOfToken: [MediaToken: ConnectionID] = [:]
+    /// Keyed by the base of each participant's stream-id block.
     private var connectionOfStream: [UInt32: ConnectionID] = [:]
-    /// Created at a participant's first media packet: listeners cost no cache memory.
+    /// Created at a stream's first media packet: listeners and watchers cost no cache memory.
     private var caches: [UInt32: RetransmissionCache] = [:]
     private var nextRoom: UInt32 = 1
-    private var nextStream: UInt32 = 1
+    private var nextStream: UInt32 = MediaLayers.streamBlockSize
     public private(set) var counters = MediaStatistics()
 
-    public init(maximumRoomSize: Int = MediaLimits.maximumRoomSize) {
+    public init(maximumRoomSize: Int = MediaLimits.maximumRoomSize, maximumWatchers: Int = MediaLimits.maximumWatchers) {
         self.maximumRoomSize = maximumRoomSize
+        self.maximumWatchers = min(maximumWatchers, LayerSelector.maxViewers)
     }
 
     public var statistics: MediaStatistics {
@@ -140,6 +197,8 @@ public struct MediaRoomCore {
         snapshot.rooms = rooms.count
         snapshot.participants = participants.count
         snapshot.bindings = connectionOfAddress.count
+        snapshot.screenRooms = screenRooms.count
+        snapshot.screenWatchers = screenRooms.reduce(0) { $0 + (rooms[$1]?.watchers ?? 0) }
         return snapshot
     }
 
@@ -148,50 +207,109 @@ public struct MediaRoomCore {
         participants[connection].flatMap { rooms[$0.room]?.channel }
     }
 
-    /// The connections in a channel's room, in join order.
-    public func participants(in channel: ChannelID) -> [ConnectionID] {
-        roomOfChannel[channel].flatMap { rooms[$0]?.members.map(\.connection) } ?? []
+    /// Why the connection is in its room.
+    public func purpose(of connection: ConnectionID) -> RoomPurpose? {
+        participants[connection]?.purpose
+    }
+
+    /// The connections in a channel's room of that kind, in join order.
+    public func participants(in channel: ChannelID, kind: RoomKind = .voice) -> [ConnectionID] {
+        roomOfChannel[RoomKey(channel: channel, kind: kind)].flatMap { rooms[$0]?.members.map(\.connection) } ?? []
+    }
+
+    /// The layer a screen watcher receives now (nil before its first keyframe, or not a watcher).
+    public func currentLayer(of connection: ConnectionID) -> MediaLayer? {
+        guard let participant = participants[connection], let viewer = participant.viewer else { return nil }
+        return rooms[participant.room]?.selector?.currentLayer(of: viewer)
     }
 
     // MARK: Control (from the session core)
 
-    /// Adds the connection to the channel's room (leaving any other room first). `token` is fresh
-    /// randomness from the caller. Joining the same room again replaces the participant (new token
-    /// and stream id), as after a reconnect.
-    public mutating func join(channel: ChannelID, connection: ConnectionID, transport: MediaTransport,
+    /// Adds the connection to the channel's room for `purpose` (leaving any other room first).
+    /// `token` is fresh randomness from the caller. Joining the same room again replaces the
+    /// participant (new token and stream block), as after a reconnect. A refused join leaves the
+    /// connection where it was. `maximumLayer` is a watcher's cap (0…7); others ignore it.
+    public mutating func join(channel: ChannelID, purpose: RoomPurpose = .voice, maximumLayer: MediaLayer = MediaLayers.noCap,
+                              connection: ConnectionID, transport: MediaTransport,
                               token: MediaToken, now: UInt64) throws(JoinRefusal) -> MediaGrant {
-        leave(connection: connection)
-        let roomID = roomOfChannel[channel] ?? nextRoomID()
-        var room = rooms[roomID] ?? Room(channel: channel)
-        guard room.members.count < maximumRoomSize else {
-            if room.members.isEmpty { rooms[roomID] = nil }
+        let key = RoomKey(channel: channel, kind: purpose.roomKind)
+        if let existing = roomOfChannel[key], let room = rooms[existing] {
+            let inside = participants[connection]?.room == existing
+            switch purpose {
+            case .voice:
+                if room.members.count - (inside ? 1 : 0) >= maximumRoomSize { throw .roomFull }
+            case .screenShare:
+                if let sharer = room.sharer, sharer != connection { throw .sharerPresent }
+            case .screenWatch:
+                let watching = inside && participants[connection]?.purpose == .screenWatch
+                if room.watchers - (watching ? 1 : 0) >= maximumWatchers { throw .roomFull }
+            }
+        } else if (purpose == .screenWatch ? maximumWatchers : maximumRoomSize) < 1 {
             throw .roomFull
         }
-        roomOfChannel[channel] = roomID
+        leave(connection: connection)
+        let roomID = roomOfChannel[key] ?? nextRoomID()
+        var room = rooms[roomID] ?? Room(channel: channel, kind: key.kind, selector: key.kind == .screen ? LayerSelector() : nil)
+        roomOfChannel[key] = roomID
+        if key.kind == .screen { screenRooms.insert(roomID) }
         let streamID = nextStreamID()
-        participants[connection] = Participant(
-            connection: connection, room: roomID, streamID: streamID, token: token, transport: transport, address: nil,
-            lastRefresh: now, bucket: TokenBucket(capacity: MediaLimits.packetBurst, perSecond: MediaLimits.maximumPacketsPerSecond, now: now))
-        room.members.append(Member(connection: connection, address: nil, transport: transport))
+        let layer = min(maximumLayer, MediaLayers.noCap)
+        var participant = Participant(
+            connection: connection, room: roomID, purpose: purpose, streamID: streamID, token: token, transport: transport,
+            address: nil, lastRefresh: now,
+            bucket: TokenBucket(capacity: MediaLimits.packetBurst, perSecond: MediaLimits.maximumPacketsPerSecond, now: now))
+        var member = Member(connection: connection, address: nil, transport: transport, viewer: nil, maximumLayer: layer)
+        switch purpose {
+        case .voice:
+            break
+        case .screenShare:
+            room.sharer = connection
+            // A new sharer starts a new selector: layers and stream ids are learned afresh, and
+            // every watcher that can receive waits for the new sharer's first keyframe.
+            var selector = LayerSelector()
+            for index in room.members.indices where room.members[index].viewer != nil {
+                let viewer = try? selector.addViewer(maximumLayer: room.members[index].maximumLayer, now: Self.time(now))
+                room.members[index].viewer = viewer
+                participants[room.members[index].connection]?.viewer = viewer
+            }
+            room.selector = selector
+        case .screenWatch:
+            room.watchers += 1
+            // Over UDP the watcher becomes a viewer at its first bind: a keyframe asked for before
+            // it can receive would be wasted.
+            if transport == .session {
+                // Cannot fail: watchers ≤ maximumWatchers ≤ the selector's limit, layer ≤ 7.
+                let viewer = try? room.selector?.addViewer(maximumLayer: layer, now: Self.time(now))
+                member.viewer = viewer
+                participant.viewer = viewer
+            }
+        }
+        participants[connection] = participant
+        room.members.append(member)
         rooms[roomID] = room
         connectionOfToken[token] = connection
         connectionOfStream[streamID] = connection
         return MediaGrant(token: token, streamID: streamID, tokenExpiresAt: now + MediaLimits.bindingLifetimeMilliseconds)
     }
 
-    /// Removes the connection from its room, if any; returns the channel it was in.
+    /// Removes the connection from its room, if any; returns the channel it was in. A sharer
+    /// leaving leaves its watchers in the room, waiting for the next sharer.
     @discardableResult
     public mutating func leave(connection: ConnectionID) -> ChannelID? {
         guard let participant = participants.removeValue(forKey: connection) else { return nil }
         if let address = participant.address { connectionOfAddress[address] = nil }
         connectionOfToken[participant.token] = nil
         connectionOfStream[participant.streamID] = nil
-        caches[participant.streamID] = nil
+        for layer in 0 ..< MediaLayers.streamBlockSize { caches[participant.streamID + layer] = nil }
         guard var room = rooms[participant.room] else { return nil }
         room.members.removeAll { $0.connection == connection }
+        if let viewer = participant.viewer { room.selector?.removeViewer(viewer) }
+        if participant.purpose == .screenWatch { room.watchers -= 1 }
+        if room.sharer == connection { room.sharer = nil }
         if room.members.isEmpty {
             rooms[participant.room] = nil
-            roomOfChannel[room.channel] = nil
+            roomOfChannel[RoomKey(channel: room.channel, kind: room.kind)] = nil
+            screenRooms.remove(participant.room)
         } else {
             rooms[participant.room] = room
         }
@@ -205,6 +323,26 @@ public struct MediaRoomCore {
             $0.transport == .datagram && now > $0.lastRefresh + MediaLimits.bindingLifetimeMilliseconds
         }.map(\.connection).sorted()
         return stale.compactMap { connection in leave(connection: connection).map { (connection, $0) } }
+    }
+
+    // MARK: Periodic work (screen rooms)
+
+    /// Sends what the screen rooms' selectors have due: keyframe requests to sharers.
+    public mutating func poll(now: UInt64, into sink: inout some MediaSink) {
+        for roomID in screenRooms { drainSelector(roomID, now: now, into: &sink) }
+    }
+
+    /// When `poll` next has something to send, if a held-back keyframe request is waiting
+    /// (milliseconds, rounded up).
+    public var nextDeadline: UInt64? {
+        var earliest: UInt64?
+        for roomID in screenRooms {
+            guard let due = rooms[roomID]?.selector?.nextDeadline else { continue }
+            let (seconds, attoseconds) = due.components
+            let milliseconds = UInt64(max(0, seconds)) * 1000 + UInt64(max(0, attoseconds) + 999_999_999_999_999) / 1_000_000_000_000_000
+            earliest = min(earliest ?? .max, milliseconds)
+        }
+        return earliest
     }
 
     // MARK: Datagrams
@@ -260,14 +398,23 @@ public struct MediaRoomCore {
         switch kind {
         case .media:
             guard let header = try? MediaRoutingHeader(parsing: datagram) else { counters.droppedMalformed += 1; return }
-            guard header.streamID == participant.streamID else { counters.droppedForeignStream += 1; return }
+            // A participant sends layer L on stream base + L (voice: layer 0, the base).
+            // A watcher has nothing to send: its media is someone else's stream in this room.
+            guard header.streamID == participant.streamID &+ UInt32(header.layer), participant.purpose != .screenWatch else {
+                counters.droppedForeignStream += 1
+                return
+            }
             if caches[header.streamID] == nil { caches[header.streamID] = try? RetransmissionCache() }
             // Cannot throw: the size was checked above.
             try? caches[header.streamID]?.store(sequence: header.sequence, datagram: datagram)
-            fanOut(room: participant.room, except: connection, into: &sink)
+            if participant.purpose == .screenShare {
+                forwardShare(header, room: participant.room, now: now, into: &sink)
+            } else {
+                fanOut(room: participant.room, except: connection, into: &sink)
+            }
         case .nack:
             guard let nack = try? NackPacket(parsing: Array(datagram)) else { counters.droppedMalformed += 1; return }
-            guard let owner = connectionOfStream[nack.streamID], participants[owner]?.room == participant.room,
+            guard let owner = connectionOfStream[Self.blockBase(nack.streamID)], participants[owner]?.room == participant.room,
                   let cache = caches[nack.streamID] else {
                 counters.droppedUnknownStream += 1
                 return
@@ -279,15 +426,26 @@ public struct MediaRoomCore {
                 counters.retransmissionsSent += 1
             }
         case .receiverReport, .keyframeRequest:
-            // Feedback for the stream's sender; the relay reads only the stream id.
-            let valid = kind == .receiverReport ? (try? ReceiverReport(parsing: Array(datagram))) != nil
-                                                : (try? KeyframeRequest(parsing: Array(datagram))) != nil
+            // Feedback for the stream's sender; the relay reads only the stream id (and, in a
+            // screen room, the loss fraction, which drives the watcher's layer).
+            let report = kind == .receiverReport ? try? ReceiverReport(parsing: Array(datagram)) : nil
+            let valid = kind == .receiverReport ? report != nil : (try? KeyframeRequest(parsing: Array(datagram))) != nil
             guard valid, datagram.count >= 8 else { counters.droppedMalformed += 1; return }
             let stream = UInt32(datagram[4]) << 24 | UInt32(datagram[5]) << 16 | UInt32(datagram[6]) << 8 | UInt32(datagram[7])
-            guard let owner = connectionOfStream[stream], owner != connection,
+            guard let owner = connectionOfStream[Self.blockBase(stream)], owner != connection,
                   let target = participants[owner], target.room == participant.room else {
                 counters.droppedUnknownStream += 1
                 return
+            }
+            if participant.purpose != .voice {
+                // Screen room: only watchers give feedback, and only about the sharer's streams.
+                guard participant.purpose == .screenWatch, target.purpose == .screenShare else {
+                    counters.droppedUnknownStream += 1
+                    return
+                }
+                screenFeedback(report: report, from: participant, now: now, into: &sink)
+                // Keyframe requests go to the sharer only as the selector's coalesced requests.
+                guard report != nil else { return }
             }
             if target.transport == .session {
                 sink.forwardReceived(toSession: owner); counters.packetsForwarded += 1
@@ -311,6 +469,66 @@ public struct MediaRoomCore {
             forwarded += 1
         }
         counters.packetsForwarded += forwarded
+    }
+
+    /// A sharer's packet: the selector learns from its header (and switches watchers at
+    /// keyframes), then each watcher whose current layer it is gets it. The loop reads the flat
+    /// member array and the selector's fixed arrays: no allocation per packet.
+    private mutating func forwardShare(_ header: MediaRoutingHeader, room roomID: UInt32, now: UInt64, into sink: inout some MediaSink) {
+        rooms[roomID]?.selector?.observe(header, now: Self.time(now))
+        do {
+            // Scoped, so the copy is released before the selector is mutated again (no COW copy).
+            guard let room = rooms[roomID], let selector = room.selector else { return }
+            var forwarded = 0
+            for member in room.members {
+                guard let viewer = member.viewer, selector.forwards(header, to: viewer) else { continue }
+                switch member.transport {
+                case .datagram:
+                    guard let address = member.address else { continue }
+                    sink.forwardReceived(to: address)
+                case .session:
+                    sink.forwardReceived(toSession: member.connection)
+                }
+                forwarded += 1
+            }
+            counters.packetsForwarded += forwarded
+        }
+        drainSelector(roomID, now: now, into: &sink)
+    }
+
+    /// A watcher's receiver report or keyframe request, for the room's selector.
+    private mutating func screenFeedback(report: ReceiverReport?, from watcher: Participant, now: UInt64, into sink: inout some MediaSink) {
+        guard let viewer = watcher.viewer, let before = rooms[watcher.room]?.selector?.statistics else { return }
+        if let report {
+            rooms[watcher.room]?.selector?.receiverReport(fractionLost: report.fractionLost, from: viewer, now: Self.time(now))
+        } else {
+            counters.keyframeRequestsFromWatchers += 1
+            rooms[watcher.room]?.selector?.keyframeWanted(by: viewer)
+        }
+        if let after = rooms[watcher.room]?.selector?.statistics {
+            counters.layerDownshifts += after.downshifts - before.downshifts
+            counters.layerUpshifts += after.upshifts - before.upshifts
+        }
+        drainSelector(watcher.room, now: now, into: &sink)
+    }
+
+    /// Carries out a screen room's selector outputs: keyframe requests go to the sharer (if it is
+    /// there and reachable), switches are counted.
+    private mutating func drainSelector(_ roomID: UInt32, now: UInt64, into sink: inout some MediaSink) {
+        while let output = rooms[roomID]?.selector?.pollOutput(now: Self.time(now)) {
+            switch output {
+            case let .keyframeRequest(request):
+                guard let sharer = rooms[roomID]?.sharer, let target = participants[sharer] else { continue }
+                counters.keyframeRequestsSent += 1
+                request.serialized().withUnsafeBytes { sendCopy($0, to: target, into: &sink) }
+            case .switched:
+                counters.layerSwitches += 1
+            }
+        }
+    }
+
+    private static func time(_ milliseconds: UInt64) -> Duration {
+        .milliseconds(Int64(clamping: milliseconds))
     }
 
     private mutating func sendCopy(_ bytes: UnsafeRawBufferPointer, to participant: Participant, into sink: inout some MediaSink) {
@@ -340,12 +558,29 @@ public struct MediaRoomCore {
             participant.address = address
             connectionOfAddress[address] = connection
             setMemberAddress(connection, address)
+            if participant.purpose == .screenWatch, participant.viewer == nil {
+                // The watcher can receive now: the selector picks its layer and asks the sharer
+                // for a keyframe (coalesced with other joiners').
+                let viewer = addViewer(connection, room: participant.room, now: now)
+                participant.viewer = viewer
+            }
         }
         participant.lastRefresh = now
         participants[connection] = participant
         counters.bindsAccepted += 1
         let answer = MediaBind(token: bind.token, isAcknowledgement: true).serialized()
         answer.withUnsafeBytes { sink.send(copying: $0, to: address) }
+        if participant.purpose == .screenWatch { drainSelector(participant.room, now: now, into: &sink) }
+    }
+
+    /// Adds a watcher to its room's selector and stores the handle in the member array.
+    private mutating func addViewer(_ connection: ConnectionID, room roomID: UInt32, now: UInt64) -> LayerSelector.Viewer? {
+        guard let index = rooms[roomID]?.members.firstIndex(where: { $0.connection == connection }),
+              let layer = rooms[roomID]?.members[index].maximumLayer else { return nil }
+        // Cannot fail: watchers ≤ maximumWatchers ≤ the selector's limit, and layer ≤ 7.
+        let viewer = try? rooms[roomID]?.selector?.addViewer(maximumLayer: layer, now: Self.time(now))
+        rooms[roomID]?.members[index].viewer = viewer
+        return viewer
     }
 
     private mutating func setMemberAddress(_ connection: ConnectionID, _ address: MediaAddress?) {
@@ -359,12 +594,17 @@ public struct MediaRoomCore {
         return nextRoom
     }
 
+    /// The base of a fresh block of `MediaLayers.streamBlockSize` stream ids (a multiple of the
+    /// block size, never 0).
     private mutating func nextStreamID() -> UInt32 {
-        // Skip ids still in use after the counter wraps (after 4 billion joins).
-        while connectionOfStream[nextStream] != nil || nextStream == 0 { nextStream &+= 1 }
-        defer { nextStream &+= 1 }
+        // Skip blocks still in use after the counter wraps (after 500 million joins).
+        while connectionOfStream[nextStream] != nil || nextStream == 0 { nextStream &+= MediaLayers.streamBlockSize }
+        defer { nextStream &+= MediaLayers.streamBlockSize }
         return nextStream
     }
+
+    /// The base of the stream-id block `stream` lies in.
+    private static func blockBase(_ stream: UInt32) -> UInt32 { stream & ~(MediaLayers.streamBlockSize - 1) }
 }
 
 /// The room core shared by the session core (joins, leaves, WebSocket media) and the UDP adapter
@@ -376,8 +616,8 @@ public final class MediaRouter: @unchecked Sendable {
     private var core: MediaRoomCore
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    public init(maximumRoomSize: Int = MediaLimits.maximumRoomSize) {
-        core = MediaRoomCore(maximumRoomSize: maximumRoomSize)
+    public init(maximumRoomSize: Int = MediaLimits.maximumRoomSize, maximumWatchers: Int = MediaLimits.maximumWatchers) {
+        core = MediaRoomCore(maximumRoomSize: maximumRoomSize, maximumWatchers: maximumWatchers)
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
     }

@@ -258,6 +258,11 @@ public final class Relay {
         for (connection, channel) in media.withCore({ $0.expire(now: now) }) {
             send(connection, SessionFrame(.roomLeft(channel: channel)))
         }
+        // Held-back keyframe requests of screen rooms (the UDP thread polls too; whichever comes
+        // first sends them, once).
+        var sink = SessionMediaSink(datagram: [])
+        media.withCore { $0.poll(now: now, into: &sink) }
+        carryOut(sink)
         if now >= nextExpirySweep {
             nextExpirySweep = now + limits.expirySweepIntervalMilliseconds
             _ = try? store.expire(now: now)
@@ -439,20 +444,32 @@ public final class Relay {
         case .pipeData, .pipeAck:
             // Handled in `receive`, outside the request bucket.
             break
-        case let .joinRoom(channel, transport):
+        case let .joinRoom(channel, transport, purpose, maxLayer):
             guard try member(channel, identity, refuse) != nil else { return }
             let token = MediaToken(validated: randomBytes(MediaToken.size))
+            // A watcher joining on the session may make the selector ask the sharer for a keyframe.
+            var sink = SessionMediaSink(datagram: [])
             do {
                 let grant = try media.withCore { core throws(MediaRoomCore.JoinRefusal) in
-                    try core.join(channel: channel, connection: id, transport: transport, token: token, now: now)
+                    let grant = try core.join(channel: channel, purpose: purpose, maximumLayer: maxLayer, connection: id,
+                                              transport: transport, token: token, now: now)
+                    core.poll(now: now, into: &sink)
+                    return grant
                 }
                 reply(.roomJoined(channel: channel, token: grant.token, streamID: grant.streamID,
                                   tokenExpiresAt: grant.tokenExpiresAt, mediaPort: mediaPort))
-            } catch {
-                refuse(.limitExceeded, "the voice room has \(media.withCore { $0.maximumRoomSize }) participants")
+                carryOut(sink)
+            } catch .sharerPresent {
+                refuse(.screenAlreadyShared, "another member is sharing a screen in this channel")
+            } catch .roomFull {
+                if purpose == .screenWatch {
+                    refuse(.limitExceeded, "the screen room has \(media.withCore { $0.maximumWatchers }) watchers")
+                } else {
+                    refuse(.limitExceeded, "the voice room has \(media.withCore { $0.maximumRoomSize }) participants")
+                }
             }
         case let .leaveRoom(channel):
-            guard media.withCore({ $0.room(of: id) }) == channel else { refuse(.notMember, "not in the voice room"); return }
+            guard media.withCore({ $0.room(of: id) }) == channel else { refuse(.notMember, "not in a room of this channel"); return }
             media.withCore { _ = $0.leave(connection: id) }
             reply(.ok)
         case .mediaDatagram:
@@ -577,6 +594,11 @@ public final class Relay {
         datagram.withUnsafeBytes { bytes in
             media.withCore { $0.receive(sessionDatagram: bytes, from: id, now: now, into: &sink) }
         }
+        carryOut(sink)
+    }
+
+    /// Sends what the room core produced: session datagrams as frames, UDP ones as actions.
+    private func carryOut(_ sink: SessionMediaSink) {
         for (connection, bytes) in sink.sessions { sendMedia(bytes, to: connection) }
         for (address, bytes) in sink.datagrams { actions.append(.sendDatagram(address, bytes)) }
     }

@@ -27,6 +27,14 @@ public struct RelayStatistics: Sendable, Equatable {
     public var mediaNacksAnswered = 0
     public var mediaRetransmissionsSent = 0
     public var mediaRetransmissionsGone = 0
+    // Screen rooms (MediaRoomCore with LayerSelector): gauges, then counters.
+    public var mediaScreenRooms = 0
+    public var mediaScreenWatchers = 0
+    public var mediaLayerSwitches = 0
+    public var mediaLayerDownshifts = 0
+    public var mediaLayerUpshifts = 0
+    public var mediaKeyframeRequests = 0
+    public var mediaWatcherKeyframeRequests = 0
 
     public init() {}
 
@@ -46,6 +54,13 @@ public struct RelayStatistics: Sendable, Equatable {
         mediaNacksAnswered = media.nacksAnswered
         mediaRetransmissionsSent = media.retransmissionsSent
         mediaRetransmissionsGone = media.retransmissionsGone
+        mediaScreenRooms = media.screenRooms
+        mediaScreenWatchers = media.screenWatchers
+        mediaLayerSwitches = media.layerSwitches
+        mediaLayerDownshifts = media.layerDownshifts
+        mediaLayerUpshifts = media.layerUpshifts
+        mediaKeyframeRequests = media.keyframeRequestsSent
+        mediaWatcherKeyframeRequests = media.keyframeRequestsFromWatchers
     }
 
     /// (name, help, type, value) for every figure, in a fixed order; type is "counter" or
@@ -63,8 +78,8 @@ public struct RelayStatistics: Sendable, Equatable {
             ("channel_messages_accepted_total", "Channel messages stored", "counter", channelMessagesAccepted),
             ("deliveries_sent_total", "Direct and channel deliveries sent", "counter", deliveriesSent),
             ("slow_consumers_closed_total", "Connections closed for a full outbound queue", "counter", slowConsumersClosed),
-            ("media_rooms", "Voice rooms with at least one participant", "gauge", mediaRooms),
-            ("media_participants", "Voice room participants", "gauge", mediaParticipants),
+            ("media_rooms", "Voice and screen rooms with at least one participant", "gauge", mediaRooms),
+            ("media_participants", "Voice and screen room participants", "gauge", mediaParticipants),
             ("media_bindings", "UDP addresses bound to participants", "gauge", mediaBindings),
             ("media_packets_received_total", "Media datagrams received (UDP and session)", "counter", mediaPacketsReceived),
             ("media_packets_forwarded_total", "Media datagrams forwarded to participants", "counter", mediaPacketsForwarded),
@@ -78,6 +93,13 @@ public struct RelayStatistics: Sendable, Equatable {
             ("media_nacks_answered_total", "NACKs answered from the retransmission cache", "counter", mediaNacksAnswered),
             ("media_retransmissions_sent_total", "Packets resent from the retransmission cache", "counter", mediaRetransmissionsSent),
             ("media_retransmissions_gone_total", "NACKed packets no longer in the cache", "counter", mediaRetransmissionsGone),
+            ("media_screen_rooms", "Screen rooms with at least one participant", "gauge", mediaScreenRooms),
+            ("media_screen_watchers", "Watchers in screen rooms", "gauge", mediaScreenWatchers),
+            ("media_layer_switches_total", "Watchers switched to another layer (at a keyframe)", "counter", mediaLayerSwitches),
+            ("media_layer_downshifts_total", "Watchers moved down a layer for sustained loss", "counter", mediaLayerDownshifts),
+            ("media_layer_upshifts_total", "Watchers moved up a layer after recovering", "counter", mediaLayerUpshifts),
+            ("media_keyframe_requests_total", "Keyframe requests the relay sent to sharers", "counter", mediaKeyframeRequests),
+            ("media_watcher_keyframe_requests_total", "Keyframe requests received from watchers", "counter", mediaWatcherKeyframeRequests),
         ]
     }
 

@@ -135,6 +135,23 @@ public enum MediaTransport: UInt8, Sendable, CaseIterable {
     case session = 1
 }
 
+/// What a `joinRoom` is for: the channel's voice room, or its screen room as the one sharer or as
+/// a watcher. Voice and screen are separate rooms of the same channel (docs/PROTOCOL.md §4.7).
+public enum RoomPurpose: UInt8, Sendable, CaseIterable {
+    case voice = 0
+    case screenShare = 1
+    case screenWatch = 2
+}
+
+/// Simulcast layer numbers in `joinRoom`'s `maxLayer` and in the routing header's layer field.
+public enum MediaLayers {
+    /// The highest layer number a `joinRoom` may name; `maxLayer == noCap` means "no cap".
+    public static let noCap: UInt8 = MediaPacket.maxLayer
+    /// Every participant is given this many consecutive stream ids (its base is a multiple of it),
+    /// so a sharer sends layer L as stream base + L.
+    public static let streamBlockSize: UInt32 = 8
+}
+
 /// Error codes the relay sends in an `error` message. Unknown codes parse (a newer relay may add
 /// some) and are shown by number.
 public struct SessionErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -176,6 +193,9 @@ public struct SessionErrorCode: RawRepresentable, Hashable, Sendable, CustomStri
     /// A published agreement key's binding signature does not verify under the caller's identity
     /// key; nothing was stored, the connection stays.
     public static let invalidSignature = SessionErrorCode(rawValue: 17)
+    /// `joinRoom` with purpose `screenShare` while another connection shares in the channel's
+    /// screen room (one sharer at a time); the connection stays and may watch or retry later.
+    public static let screenAlreadyShared = SessionErrorCode(rawValue: 18)
 
     public var description: String { "error \(rawValue)" }
 }
@@ -322,8 +342,10 @@ public enum RelayMessage: Equatable, Sendable {
     case closePipe(pipe: PipeID)
     /// Relay (request id 0): the pipe is gone (the other end left, or a limit was broken).
     case pipeClosed(pipe: PipeID, code: SessionErrorCode)
-    /// C→R, joins the channel's voice room (members only); a connection is in at most one room.
-    case joinRoom(channel: ChannelID, transport: MediaTransport)
+    /// C→R, joins one of the channel's rooms (members only): its voice room, or its screen room as
+    /// the sharer or a watcher; a connection is in at most one room. `maxLayer` (0…7, 7 = no cap)
+    /// is the highest simulcast layer a screen watcher wants; voice and sharers send 7.
+    case joinRoom(channel: ChannelID, transport: MediaTransport, purpose: RoomPurpose, maxLayer: UInt8)
     /// R→C, the answer to `joinRoom`: the token to bind a UDP address with (valid until
     /// `tokenExpiresAt` unless used; each bind extends it), the stream id the relay assigned to the
     /// caller's media, and the relay's UDP media port.
@@ -552,7 +574,15 @@ public enum RelayMessage: Equatable, Sendable {
             guard let transport = MediaTransport(rawValue: raw) else {
                 throw WireError.invalid(field: "media transport", reason: "unknown value \(raw)")
             }
-            self = .joinRoom(channel: channel, transport: transport)
+            let rawPurpose = try r.readUInt8("room purpose")
+            guard let purpose = RoomPurpose(rawValue: rawPurpose) else {
+                throw WireError.invalid(field: "room purpose", reason: "unknown value \(rawPurpose)")
+            }
+            let maxLayer = try r.readUInt8("maximum layer")
+            guard maxLayer <= MediaLayers.noCap else {
+                throw WireError.invalid(field: "maximum layer", reason: "\(maxLayer) is above \(MediaLayers.noCap)")
+            }
+            self = .joinRoom(channel: channel, transport: transport, purpose: purpose, maxLayer: maxLayer)
         case .roomJoined:
             self = .roomJoined(channel: try ChannelID(reading: &r), token: try MediaToken(reading: &r),
                                streamID: try r.readUInt32("stream id"), tokenExpiresAt: try r.readUInt64("token expires at"),
@@ -659,8 +689,8 @@ public enum RelayMessage: Equatable, Sendable {
         case let .joinChannel(channel), let .leaveChannel(channel), let .listMembers(channel),
              let .leaveRoom(channel), let .roomLeft(channel):
             w.write(channel)
-        case let .joinRoom(channel, transport):
-            w.write(channel); w.write(transport.rawValue)
+        case let .joinRoom(channel, transport, purpose, maxLayer):
+            w.write(channel); w.write(transport.rawValue); w.write(purpose.rawValue); w.write(maxLayer)
         case let .roomJoined(channel, token, streamID, expiresAt, mediaPort):
             w.write(channel); w.write(token); w.write(streamID); w.write(expiresAt); w.write(mediaPort)
         case let .mediaDatagram(datagram):

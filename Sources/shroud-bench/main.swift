@@ -11,6 +11,7 @@ let groups: [(name: String, summary: String, run: ([String]) throws -> Void)] = 
     ("relay", "Relay core sealed direct messages sent+delivered+acknowledged per second, in-memory and SQLite", benchRelay),
     ("mediaplane", "routing header, retransmission cache, packetize/assemble, voice receiver per packet", benchMediaPlane),
     ("screen", "simulcast sender CPU and bitrate per screen, relay layer selector per packet", benchScreen),
+    ("screenshare", "real screen share/watch on loopback: glass-to-glass delay, sender CPU, bitrate still vs moving", benchScreenShare),
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -3,7 +3,10 @@
 //
 //   shroud-impair --listen 127.0.0.1:0 --target 127.0.0.1:8443 [--loss 0.1] [--delay-ms 0]
 //                 [--jitter-ms 30] [--reorder 0.05] [--reorder-ms 30] [--duplicate 0]
-//                 [--seed 1] [--duration SECONDS]
+//                 [--seed 1] [--duration SECONDS] [--loss-from SECONDS] [--loss-until SECONDS]
+//
+// --loss-from/--loss-until limit the loss to that window of the run (seconds after start), so a
+// test sees a link go bad and recover within one process.
 //
 // Datagrams from each client address go to the target from a socket of their own, and the
 // target's answers go back to that client; both directions are impaired with the same settings
@@ -32,10 +35,16 @@ struct Impairment {
     var reorder = 0.0
     var reorderMs = 30.0
     var duplicate = 0.0
+    /// When the loss applies, in ms after the start.
+    var lossFromMs = 0.0
+    var lossUntilMs = Double.infinity
 
-    /// Release delays (ms) for one datagram: empty when lost, two entries when duplicated.
-    func decide(using random: inout SeededGenerator) -> [Double] {
-        if Double.random(in: 0 ..< 1, using: &random) < loss { return [] }
+    /// Release delays (ms) for one datagram `elapsedMs` after the start: empty when lost, two
+    /// entries when duplicated. The loss draw happens outside the window too, so the sequence of
+    /// decisions does not depend on the window.
+    func decide(using random: inout SeededGenerator, elapsedMs: Double = 0) -> [Double] {
+        let lossApplies = elapsedMs >= lossFromMs && elapsedMs < lossUntilMs
+        if Double.random(in: 0 ..< 1, using: &random) < loss, lossApplies { return [] }
         let copies = Double.random(in: 0 ..< 1, using: &random) < duplicate ? 2 : 1
         return (0 ..< copies).map { _ in
             var delay = delayMs + (jitterMs > 0 ? Double.random(in: 0 ... jitterMs, using: &random) : 0)
@@ -122,7 +131,8 @@ struct Settings {
             guard flag.hasPrefix("--"), let value = arguments.popFirst() else { fail("expected --flag value, got \(flag)") }
             options[String(flag.dropFirst(2))] = value
         }
-        let known: Set = ["listen", "target", "loss", "delay-ms", "jitter-ms", "reorder", "reorder-ms", "duplicate", "seed", "duration"]
+        let known: Set = ["listen", "target", "loss", "delay-ms", "jitter-ms", "reorder", "reorder-ms", "duplicate", "seed", "duration",
+                           "loss-from", "loss-until"]
         if let unknown = options.keys.first(where: { !known.contains($0) }) { fail("unknown option --\(unknown)") }
         guard let listenText = options["listen"], let listen = parseAddress(listenText) else { fail("--listen HOST:PORT is required (IPv4)") }
         guard let targetText = options["target"], let target = parseAddress(targetText) else { fail("--target HOST:PORT is required (IPv4)") }
@@ -140,6 +150,8 @@ struct Settings {
         impairment.reorder = number("reorder", 0 ... 1, default: 0)
         impairment.reorderMs = number("reorder-ms", 0 ... 10_000, default: 30)
         impairment.duplicate = number("duplicate", 0 ... 1, default: 0)
+        impairment.lossFromMs = number("loss-from", 0 ... 86_400, default: 0) * 1000
+        impairment.lossUntilMs = options["loss-until"] == nil ? .infinity : number("loss-until", 0 ... 86_400, default: 0) * 1000
         guard let seed = UInt64(options["seed"] ?? "1") else { fail("--seed must be an unsigned integer") }
         return Settings(listen: listen, target: target, impairment: impairment, seed: seed,
                         duration: number("duration", 0 ... 86_400, default: 0))
@@ -177,6 +189,7 @@ final class ImpairProxy {
     var order = 0
     var stats: [String: Int] = ["received": 0, "dropped": 0, "duplicated": 0, "sent": 0, "overflow": 0]
     var buffer = [UInt8](repeating: 0, count: Limits.maxDatagramBytes)
+    let startMs = monotonicMs()
 
     init(_ settings: Settings) {
         self.settings = settings
@@ -204,7 +217,9 @@ final class ImpairProxy {
 
     func schedule(_ bytes: [UInt8], fd: Int32, to destination: sockaddr_in, upstream: Bool) {
         stats["received", default: 0] += 1
-        let delays = upstream ? settings.impairment.decide(using: &upstreamRandom) : settings.impairment.decide(using: &downstreamRandom)
+        let elapsed = monotonicMs() - startMs
+        let delays = upstream ? settings.impairment.decide(using: &upstreamRandom, elapsedMs: elapsed)
+            : settings.impairment.decide(using: &downstreamRandom, elapsedMs: elapsed)
         if delays.isEmpty { stats["dropped", default: 0] += 1 }
         if delays.count > 1 { stats["duplicated", default: 0] += 1 }
         let now = monotonicMs()

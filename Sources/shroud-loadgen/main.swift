@@ -9,6 +9,7 @@ let modes: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
     ("messages", "sealed direct messages/s persisted, delivered and acknowledged, with latency", loadMessages),
     ("connections", "relay RSS idle and per idle authenticated connection", loadConnections),
     ("media", "relay media plane: forwarded packets/s vs a C sendmmsg loop, largest voice room", loadMedia),
+    ("screen", "relay media plane: CPU per watcher of one 1080p+360p screen share", loadScreen),
 ]
 
 let commandLine = Array(CommandLine.arguments.dropFirst())

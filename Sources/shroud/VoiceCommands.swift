@@ -254,7 +254,7 @@ private final class VoiceSession {
     private func joinRoom(_ client: MessagingClient, _ local: LocalChannel, overSession: Bool) throws -> (MediaToken, UInt32, UInt16) {
         let reply: RelayMessage
         do {
-            reply = try client.session.request(.joinRoom(channel: local.id, transport: overSession ? .session : .datagram))
+            reply = try client.session.request(.joinRoom(channel: local.id, transport: overSession ? .session : .datagram, purpose: .voice, maxLayer: 7))
         } catch let refusal as RelayRefusal where refusal.code == .notMember || refusal.code == .notFound {
             throw Failure("you are not a member of channel \"\(local.name)\" (you left or were removed)")
         } catch let refusal as RelayRefusal {

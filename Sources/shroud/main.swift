@@ -9,7 +9,7 @@ struct Shroud: ParsableCommand {
         commandName: "shroud",
         abstract: "End-to-end encrypted voice, screen sharing, files and text.",
         version: "0.1.0",
-        subcommands: [IdentityCommand.self, ContactCommand.self, ConnectCommand.self, MessageCommand.self, ChannelCommand.self, ListenCommand.self, FileCommand.self, DevicesCommand.self, MediaCommand.self, VoiceCommand.self])
+        subcommands: [IdentityCommand.self, ContactCommand.self, ConnectCommand.self, MessageCommand.self, ChannelCommand.self, ListenCommand.self, FileCommand.self, DevicesCommand.self, MediaCommand.self, VoiceCommand.self, ScreenCommand.self])
 }
 
 let parsed: ParsableCommand

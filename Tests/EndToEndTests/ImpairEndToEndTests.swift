@@ -139,6 +139,17 @@ struct ImpairEndToEndTests {
         #expect(Set(other.atTarget) != Set(first.atTarget))
     }
 
+    @Test func lossOnlyWithinItsWindow() throws {
+        // All lost for the first 0.3 s, none after: the target gets a tail of the sequence.
+        let early = try Self.run(["--loss", "1", "--loss-until", "0.3"])
+        let first = try #require(early.atTarget.first)
+        #expect(first > 0 && early.atTarget == Array(first ..< 400), "\(early.atTarget.prefix(5))…")
+        // None lost for the first 0.3 s, all after: a head of the sequence.
+        let late = try Self.run(["--loss", "1", "--loss-from", "0.3"])
+        let last = try #require(late.atTarget.last)
+        #expect(last < 399 && late.atTarget == Array(0 ... last), "…\(late.atTarget.suffix(5))")
+    }
+
     @Test func badArgumentsExitWithAReason() throws {
         let result = try EndToEndTests.run(Binaries.path("shroud-impair"), ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--loss", "2"])
         #expect(result.status == 2)

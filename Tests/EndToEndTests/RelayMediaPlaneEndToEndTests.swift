@@ -102,7 +102,7 @@ final class MediaTestSocket {
         for session in sessions.dropFirst() { _ = try request(session, 2, .joinChannel(channel: channel)) }
 
         // A non-member is refused a place in the room.
-        guard case let .error(code, _) = try request(outsiderSession, 3, .joinRoom(channel: channel, transport: .datagram)) else {
+        guard case let .error(code, _) = try request(outsiderSession, 3, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7)) else {
             Issue.record("outsider joined"); return
         }
         #expect(code == .notMember)
@@ -112,7 +112,7 @@ final class MediaTestSocket {
         var mediaPort: UInt16 = 0
         let sockets = try (0..<4).map { try MediaTestSocket(host: "127.0.0.\(2 + $0)") }
         for (index, session) in sessions.enumerated() {
-            guard case let .roomJoined(_, token, stream, _, port) = try request(session, 4, .joinRoom(channel: channel, transport: .datagram)) else {
+            guard case let .roomJoined(_, token, stream, _, port) = try request(session, 4, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7)) else {
                 Issue.record("join refused"); return
             }
             grants.append((token, stream))
@@ -165,7 +165,7 @@ final class MediaTestSocket {
         #expect(sockets[3].receiveAll(quiet: 200).isEmpty)
 
         // WebSocket fallback: member 2 rejoins on the session transport; media flows both ways.
-        guard case let .roomJoined(_, _, webStream, _, _) = try request(sessions[2], 6, .joinRoom(channel: channel, transport: .session)) else {
+        guard case let .roomJoined(_, _, webStream, _, _) = try request(sessions[2], 6, .joinRoom(channel: channel, transport: .session, purpose: .voice, maxLayer: 7)) else {
             Issue.record("rejoin refused"); return
         }
         let overUDP = try media(grants[0].stream, 25)

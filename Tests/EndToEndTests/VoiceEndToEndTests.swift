@@ -64,7 +64,7 @@ final class SharedTestKeys: MediaKeyProvider, @unchecked Sendable {
         var fallback: SessionMediaTransport?
         for (index, session) in sessions.enumerated() {
             let overSession = index == 2
-            guard case let .roomJoined(_, token, stream, _, _) = try request(session, 3, .joinRoom(channel: channel, transport: overSession ? .session : .datagram)) else {
+            guard case let .roomJoined(_, token, stream, _, _) = try request(session, 3, .joinRoom(channel: channel, transport: overSession ? .session : .datagram, purpose: .voice, maxLayer: 7)) else {
                 Issue.record("join refused"); return
             }
             let ring = SharedTestKeys(own: index == 0 ? 1 : nil, all: keys)

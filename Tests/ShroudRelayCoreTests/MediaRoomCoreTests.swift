@@ -252,4 +252,81 @@ struct RecordingSink: MediaSink {
         packet.withUnsafeBytes { core.receive(datagram: $0, from: .ipv4(127, 0, 0, 1, port: 9), now: now + UInt64(rounds) + 1, into: &sink) }
         #expect(sink.toAddresses.count == 2)
     }
+
+    /// The same for a screen room: a sharer with two layers and three watchers; mutated media,
+    /// reports, keyframe requests and NACKs from all of them, with polls between. Afterwards a
+    /// keyframe still reaches every watcher, on one layer each.
+    @Test func screenRoomsSurviveRandomAndMutatedDatagrams() throws {
+        let channel = ChannelID(validated: [UInt8](repeating: 2, count: 16))
+        var core = MediaRoomCore()
+        let now: UInt64 = 1_700_000_000_000
+        func address(_ i: Int) -> MediaAddress { .ipv4(127, 0, 1, UInt8(i), port: 9) }
+        var grants: [MediaGrant] = []
+        for i in 1...4 {
+            let grant = try core.join(channel: channel, purpose: i == 1 ? .screenShare : .screenWatch, maximumLayer: i == 2 ? 0 : 7,
+                                      connection: ConnectionID(rawValue: UInt64(i)), transport: .datagram,
+                                      token: MediaToken(validated: [UInt8](repeating: UInt8(i), count: 16)), now: now)
+            var sink = RecordingSink()
+            MediaBind(token: grant.token).serialized().withUnsafeBytes { core.receive(datagram: $0, from: address(i), now: now, into: &sink) }
+            grants.append(grant)
+        }
+        let base = grants[0].streamID
+        let seeds: [[UInt8]] = [
+            try MediaPacket(streamID: base, sequence: 1, frameNumber: 1, isKeyframe: true, layer: 0, payload: [1, 2, 3]).serialized(),
+            try MediaPacket(streamID: base + 2, sequence: 1, frameNumber: 1, fragmentCount: 3, isKeyframe: true, layer: 2, payload: [4, 5]).serialized(),
+            try NackPacket(streamID: base + 2, missing: [1, 2, 40]).serialized(),
+            ReceiverReport(streamID: base + 2, fractionLost: 60, highestSequence: 2, cumulativeLost: 3, jitterMicroseconds: 4).serialized(),
+            try KeyframeRequest(streamID: base + 2, layer: 2).serialized(),
+            MediaBind(token: grants[1].token).serialized(),
+        ]
+        var random = SplitMix64(seed: 6)
+        let before = core.statistics.packetsReceived
+        let rounds = 20_000
+        for round in 0..<rounds {
+            var bytes = seeds[Int.random(in: 0..<seeds.count, using: &random)]
+            if round % 3 != 0 {
+                for _ in 0..<Int.random(in: 1...3, using: &random) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+                }
+                if Bool.random(using: &random) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &random))) }
+            }
+            var sink = RecordingSink(datagram: bytes)
+            let time = now + UInt64(round)
+            bytes.withUnsafeBytes { core.receive(datagram: $0, from: address(Int.random(in: 1...5, using: &random)), now: time, into: &sink) }
+            if round % 50 == 0 { core.poll(now: time, into: &sink) }
+            if round % 5_000 == 0 {
+                // A watcher leaves and comes back, so removal is exercised mid-storm.
+                core.leave(connection: ConnectionID(rawValue: 3))
+                grants[2] = try core.join(channel: channel, purpose: .screenWatch, connection: ConnectionID(rawValue: 3), transport: .datagram,
+                                          token: MediaToken(validated: [UInt8](repeating: 3, count: 16)), now: time)
+            }
+            #expect(sink.toAddresses.allSatisfy { $0.1.count <= MediaPlane.maxDatagramBytes })
+        }
+        #expect(core.statistics.packetsReceived - before == rounds)
+        // The sharer's mutated packets may have moved its frame numbers anywhere (which holds its
+        // own watchers back until it shares again): it joins again, with a fresh stream block.
+        // Everyone re-binds; then keyframes on both layers: every watcher gets exactly one layer.
+        // Within the binding lifetime of the watchers' joins (20 s of rounds + 1 s).
+        let later = now + UInt64(rounds) + 1_000
+        grants[0] = try core.join(channel: channel, purpose: .screenShare, connection: ConnectionID(rawValue: 1), transport: .datagram,
+                                  token: MediaToken(validated: [UInt8](repeating: 0x51, count: 16)), now: later)
+        let fresh = grants[0].streamID
+        var sink = RecordingSink()
+        for (i, grant) in grants.enumerated() {
+            MediaBind(token: grant.token).serialized().withUnsafeBytes { core.receive(datagram: $0, from: address(i + 1), now: later, into: &sink) }
+        }
+        var received: [MediaAddress: Set<MediaLayer>] = [:]
+        // Deltas first, so the selector knows both layers before anyone switches.
+        for (offset, layer) in [MediaLayer(0), 2, 0, 2].enumerated() {
+            let packet = try MediaPacket(streamID: fresh + UInt32(layer), sequence: 100_000 + UInt32(offset), frameNumber: 100_000 + UInt32(offset / 2),
+                                         isKeyframe: offset >= 2, layer: layer, payload: [9]).serialized()
+            sink = RecordingSink(datagram: packet)
+            packet.withUnsafeBytes { core.receive(datagram: $0, from: address(1), now: later + 1 + UInt64(offset), into: &sink) }
+            for (destination, bytes) in sink.toAddresses where destination != address(1) {
+                received[destination, default: []].insert(try MediaRoutingHeader(parsing: bytes).layer)
+            }
+        }
+        #expect(received[address(2)] == [0])
+        #expect(received[address(3)] == [2] && received[address(4)] == [2])
+    }
 }

@@ -7,11 +7,46 @@ import Testing
     let token = MediaToken(validated: (0..<16).map { UInt8($0) })
 
     @Test func joinRoomHasTheDocumentedLayout() throws {
-        let bytes = SessionFrame(requestID: 7, .joinRoom(channel: channel, transport: .datagram)).serialize()
-        #expect(bytes == [1, 0x40, 0, 0, 0, 7] + channel.bytes + [0])
-        var unknownTransport = bytes
-        unknownTransport[unknownTransport.count - 1] = 2
+        let bytes = SessionFrame(requestID: 7, .joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7)).serialize()
+        #expect(bytes == [1, 0x40, 0, 0, 0, 7] + channel.bytes + [0, 0, 7])
+        let watch = SessionFrame(requestID: 2, .joinRoom(channel: channel, transport: .session, purpose: .screenWatch, maxLayer: 0)).serialize()
+        #expect(watch == [1, 0x40, 0, 0, 0, 2] + channel.bytes + [1, 2, 0])
+        let share = SessionFrame(requestID: 3, .joinRoom(channel: channel, transport: .datagram, purpose: .screenShare, maxLayer: 7)).serialize()
+        #expect(share == [1, 0x40, 0, 0, 0, 3] + channel.bytes + [0, 1, 7])
+    }
+
+    @Test func joinRoomRoundTripsEveryPurposeAndLayer() throws {
+        for transport in MediaTransport.allCases {
+            for purpose in RoomPurpose.allCases {
+                for maxLayer in UInt8(0)...MediaLayers.noCap {
+                    let frame = SessionFrame(requestID: 9, .joinRoom(channel: channel, transport: transport, purpose: purpose, maxLayer: maxLayer))
+                    #expect(try SessionFrame(parsing: frame.serialize()) == frame)
+                }
+            }
+        }
+    }
+
+    @Test func malformedJoinRoomIsRefused() throws {
+        let good = SessionFrame(requestID: 7, .joinRoom(channel: channel, transport: .datagram, purpose: .screenWatch, maxLayer: 2)).serialize()
+        let transportAt = good.count - 3, purposeAt = good.count - 2, layerAt = good.count - 1
+        var unknownTransport = good
+        unknownTransport[transportAt] = 2
         #expect(throws: WireError.self) { try SessionFrame(parsing: unknownTransport) }
+        var unknownPurpose = good
+        unknownPurpose[purposeAt] = 3
+        #expect(throws: WireError.self) { try SessionFrame(parsing: unknownPurpose) }
+        // maxLayer 7 is the limit ("no cap"); 8 is one past it.
+        var atLimit = good
+        atLimit[layerAt] = MediaLayers.noCap
+        #expect(try SessionFrame(parsing: atLimit).message == .joinRoom(channel: channel, transport: .datagram, purpose: .screenWatch, maxLayer: 7))
+        var pastLimit = good
+        pastLimit[layerAt] = MediaLayers.noCap + 1
+        #expect(throws: WireError.self) { try SessionFrame(parsing: pastLimit) }
+        // The old 23-byte form (no purpose, no layer) and every other truncation are refused.
+        for length in 6..<good.count {
+            #expect(throws: WireError.self) { try SessionFrame(parsing: Array(good.prefix(length))) }
+        }
+        #expect(throws: WireError.self) { try SessionFrame(parsing: good + [0]) }
     }
 
     @Test func roomJoinedHasTheDocumentedLayout() throws {
@@ -35,7 +70,7 @@ import Testing
     }
 
     @Test func roomMessagesDirections() {
-        #expect(!RelayMessage.joinRoom(channel: channel, transport: .datagram).isRelayToClient)
+        #expect(!RelayMessage.joinRoom(channel: channel, transport: .datagram, purpose: .voice, maxLayer: 7).isRelayToClient)
         #expect(!RelayMessage.leaveRoom(channel: channel).isRelayToClient)
         #expect(!RelayMessage.mediaDatagram([0x40]).isRelayToClient)
         #expect(RelayMessage.roomLeft(channel: channel).isRelayToClient)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -279,6 +280,11 @@ uint64_t shroud_send_queue_failed(const shroud_send_queue *queue) { return queue
 
 #include <sys/epoll.h>
 #include <time.h>
+
+int shroud_name_current_thread(const char *name) {
+    int result = pthread_setname_np(pthread_self(), name);
+    return -result;
+}
 
 uint64_t shroud_monotonic_ns(void) {
     struct timespec t;
