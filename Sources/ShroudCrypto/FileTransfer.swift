@@ -339,6 +339,8 @@ public struct FileReceiveCore {
     public enum State: Equatable, Sendable {
         case awaitingReply
         case receiving(next: UInt64)
+        /// Every chunk authenticated (`openDeferringHash`); the caller still feeds the hash.
+        case awaitingHash
         case verified
         case failed
     }
@@ -350,7 +352,9 @@ public struct FileReceiveCore {
     /// Chunks verified so far, those held before included: the resume point if the transfer stops now.
     public private(set) var verifiedChunks: UInt64
     private let cipher: FileChunkCipher
-    private let digest: FileDigest
+    /// The whole file's running SHA-256: `absorbPrefix` and `open` feed it; a caller that hashes on
+    /// another thread (after `openDeferringHash`) feeds it there, from one thread at a time.
+    public let digest: FileDigest
     private var lastProgress: Double
 
     public init(offer: FileOffer, resumeFrom: UInt64, now: Double) throws {
@@ -436,6 +440,40 @@ public struct FileReceiveCore {
         return true
     }
 
+
+    /// Like `open`, but leaves the plaintext out of the hash: the caller adds it to `digest` itself
+    /// (on another thread, so that decrypting and hashing run on two cores), in chunk order. After
+    /// the final chunk the state is `.awaitingHash` until `finishHash` compares the digest.
+    /// Returns true on the final chunk.
+    public mutating func openDeferringHash(_ header: ChunkFrameHeader, body: UnsafeRawBufferPointer, into plaintext: UnsafeMutableRawBufferPointer,
+                                           now: Double) throws -> Bool {
+        guard case let .receiving(next) = state, header.index == next, body.count == header.bodySize else {
+            state = .failed
+            throw FileTransferError.protocolViolation("chunk body does not match its header")
+        }
+        do {
+            try cipher.open(index: header.index, final: header.final, sealed: body, output: plaintext)
+        } catch {
+            state = .failed
+            throw error
+        }
+        verifiedChunks = next + 1
+        lastProgress = now
+        state = header.final ? .awaitingHash : .receiving(next: next + 1)
+        return header.final
+    }
+
+    /// After `openDeferringHash` returned true and the caller fed every chunk to `digest`: compares
+    /// the whole file's hash with the offered one; the state becomes `.verified` or this throws.
+    public mutating func finishHash(now: Double) throws {
+        guard state == .awaitingHash else { throw FileTransferError.protocolViolation("the hash is checked before the final chunk") }
+        guard constantTimeEquals(digest.finish(), offer.sha256) else {
+            state = .failed
+            throw FileTransferError.hashMismatch
+        }
+        state = .verified
+        lastProgress = now
+    }
 
     /// The verdict to send back: verified, or (after a hash mismatch) refused.
     public func verdict() -> [UInt8] {

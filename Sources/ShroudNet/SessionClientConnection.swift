@@ -16,6 +16,8 @@ import ShroudWire
 public struct SessionClientConnection: Sendable {
     public let channel: Channel
     private let inbox: FrameInbox
+    /// Writes frames this side masked itself, below NIO's encoder (`sendMaskedWithoutWaiting`).
+    private let preencoded: WriterSlot
 
     public static func connect(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext? = nil) async throws -> SessionClientConnection {
         try await bootstrap(host: host, port: port, group: group, tls: tls).get()
@@ -28,14 +30,29 @@ public struct SessionClientConnection: Sendable {
         try bootstrap(host: host, port: port, group: group, tls: tls).wait()
     }
 
+    private init(channel: Channel, inbox: FrameInbox, preencoded: WriterSlot) {
+        self.channel = channel
+        self.inbox = inbox
+        self.preencoded = preencoded
+    }
+
     private static func bootstrap(host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext?) -> EventLoopFuture<SessionClientConnection> {
         let inbox = FrameInbox()
+        let writers = WriterSlot()
         let upgraded = group.next().makePromise(of: Void.self)
         let connected = ClientBootstrap(group: group).channelInitializer { channel in
             let requester = UpgradeRequester(host: "\(host):\(port)")
             let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: SessionTransportLimits.maximumMessageSize,
                                                       upgradePipelineHandler: { channel, _ in
-                channel.pipeline.addHandler(FrameCollector(inbox)).map { upgraded.succeed() }
+                channel.eventLoop.makeCompletedFuture {
+                    // Between NIO's frame encoder and the socket (or TLS): what it receives is already a frame.
+                    let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
+                    let writer = PreencodedFrameWriter()
+                    try channel.pipeline.syncOperations.addHandler(writer, position: .before(encoder))
+                    try channel.pipeline.syncOperations.addHandler(FrameCollector(inbox))
+                    writers.set(writer)
+                    upgraded.succeed()
+                }
             })
             let upgrade: NIOHTTPClientUpgradeSendableConfiguration = (upgraders: [upgrader], completionHandler: { context in
                 context.pipeline.removeHandler(requester, promise: nil)
@@ -63,7 +80,7 @@ public struct SessionClientConnection: Sendable {
                 inbox.finish()
                 upgraded.fail(ChannelError.ioOnClosedChannel)
             }
-            return upgraded.futureResult.map { SessionClientConnection(channel: channel, inbox: inbox) }
+            return upgraded.futureResult.map { SessionClientConnection(channel: channel, inbox: inbox, preencoded: writers) }
         }
     }
 
@@ -88,6 +105,17 @@ public struct SessionClientConnection: Sendable {
     public func sendWithoutWaiting(_ frame: SessionFrame) {
         let data = channel.allocator.buffer(bytes: frame.serialize())
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: data), promise: nil)
+    }
+
+    /// Sends the concatenation of `parts` as one binary message without waiting for the write, like
+    /// `sendWithoutWaiting`, but masks it here, eight bytes at a time, while copying it into the
+    /// outgoing buffer: NIO's encoder masks byte by byte, which took a quarter of a file sender's
+    /// CPU on the relay pipe. Ordered with the other sends made from the same thread.
+    public func sendMaskedWithoutWaiting(_ parts: [UnsafeRawBufferPointer]) {
+        let key = WebSocketMaskingKey.random()
+        let buffer = WebSocketClientFraming.maskedBinaryFrame(parts, key: Array(key), allocator: channel.allocator)
+        let preencoded = self.preencoded
+        channel.eventLoop.execute { preencoded.get()?.write(buffer) }
     }
 
     /// The next session frame; throws when the connection closed first or the frame is malformed.
@@ -198,4 +226,73 @@ private final class FailureRecorder: ChannelInboundHandler, Sendable {
 
 private func isIPAddress(_ host: String) -> Bool {
     (try? SocketAddress(ipAddress: host, port: 0)) != nil
+}
+
+/// Holds the writer added during the upgrade; the writer itself is used only on the channel's
+/// event loop (the slot is set before the connection exists, under a lock).
+private final class WriterSlot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var writer: PreencodedFrameWriter?
+    func set(_ w: PreencodedFrameWriter) { lock.lock(); writer = w; lock.unlock() }
+    func get() -> PreencodedFrameWriter? { lock.lock(); defer { lock.unlock() }; return writer }
+}
+
+/// Sits between NIO's WebSocket frame encoder and the socket: passes the encoder's output on, and
+/// writes whole frames encoded (and masked) by `WebSocketClientFraming` from its own position.
+final class PreencodedFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// On the event loop.
+    func write(_ frame: ByteBuffer) {
+        context?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+}
+
+/// RFC 6455 §5.2 framing of a client's binary message.
+public enum WebSocketClientFraming {
+    /// One final binary frame: header, the 4-byte masking key, then the payload (the parts, in
+    /// order) XORed with the key, eight bytes at a time. NIO's decoder reads it as a masked frame.
+    public static func maskedBinaryFrame(_ parts: [UnsafeRawBufferPointer], key: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
+        let length = parts.reduce(0) { $0 + $1.count }
+        var buffer = allocator.buffer(capacity: 14 + length)
+        buffer.writeInteger(UInt8(0x82))  // FIN, binary
+        if length < 126 {
+            buffer.writeInteger(UInt8(0x80 | length))
+        } else if length <= 0xFFFF {
+            buffer.writeInteger(UInt8(0x80 | 126))
+            buffer.writeInteger(UInt16(length))
+        } else {
+            buffer.writeInteger(UInt8(0x80 | 127))
+            buffer.writeInteger(UInt64(length))
+        }
+        let k = key.count == 4 ? key : [0, 0, 0, 0]
+        buffer.writeBytes(k)
+        // The key repeated twice: one 64-bit word covers two periods, from a payload offset ≡ 0 (mod 4).
+        let word = (k + k).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { out in
+            var position = 0
+            for part in parts {
+                var i = 0
+                while i < part.count, position % 4 != 0 {
+                    out[position] = part[i] ^ k[position % 4]
+                    i += 1; position += 1
+                }
+                while i + 8 <= part.count {
+                    out.storeBytes(of: part.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ word, toByteOffset: position, as: UInt64.self)
+                    i += 8; position += 8
+                }
+                while i < part.count {
+                    out[position] = part[i] ^ k[position % 4]
+                    i += 1; position += 1
+                }
+            }
+            return position
+        }
+        return buffer
+    }
 }

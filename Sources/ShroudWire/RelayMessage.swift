@@ -51,6 +51,22 @@ public struct SessionFrame: Equatable, Sendable {
         message.serializeBody(into: &writer)
         return writer.bytes
     }
+
+    /// The bytes of a `pipeData` frame (request id 0) that come before its data: followed by
+    /// `dataLength` bytes of data they equal `SessionFrame(.pipeData(pipe:data:)).serialize()`.
+    /// Lets a sender frame a stream chunk straight from its own buffer, without building the array.
+    public static func pipeDataPrefix(pipe: PipeID, dataLength: Int) -> [UInt8] {
+        var writer = ByteWriter(capacity: pipeDataPrefixSize)
+        writer.write(SessionLimits.protocolVersion)
+        writer.write(RelayMessageType.pipeData.rawValue)
+        writer.write(UInt32(0))
+        writer.write(pipe)
+        writer.write(UInt32(clamping: dataLength))
+        return writer.bytes
+    }
+
+    /// Header (6), pipe id (16), data length (4).
+    public static let pipeDataPrefixSize = SessionLimits.headerSize + PipeID.size + 4
 }
 
 /// Named sizes and maxima of the session protocol.

@@ -1,3 +1,4 @@
+import CShroudIO
 import Foundation
 import Logging
 import NIOCore
@@ -13,6 +14,17 @@ import ShroudStore
 // 1 when the relay cannot run (e.g. the port is taken), 2 on a configuration or usage error.
 
 let relayVersion = "0.1.0"
+
+/// Relay pipe frames are about 1 MiB, and each is copied into a few fresh arrays and buffers on its
+/// way through. Served by `mmap` (glibc's default for blocks this size until it adapts), every
+/// one cost page faults and the kernel zeroing its pages: a quarter of the relay's CPU per GiB
+/// piped (measured with `GLIBC_TUNABLES`, docs/PERFORMANCE.md). Blocks up to `mmapThreshold`
+/// come from the heap instead, and up to `trimThreshold` free bytes per heap stay for reuse.
+enum RelayMemory {
+    static let mmapThreshold: Int32 = 4 << 20
+    static let trimThreshold: Int32 = 16 << 20
+}
+_ = shroud_malloc_keep_large_blocks(RelayMemory.mmapThreshold, RelayMemory.trimThreshold)
 
 let usage = """
     usage: shroud-relay [options]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CShroudIO
 import Foundation
 import ShroudCrypto
 import ShroudStore
@@ -15,6 +16,9 @@ enum FileOfferPolicy {
     static let maximumWaitSeconds: Double = 86_400
     /// How long the receiver tries each direct candidate.
     static let connectTimeout: Double = 3
+    /// While `file send` waits, it looks at its listener and at the relay session in turns, this
+    /// long each: the receiver's connection is taken within about this delay.
+    static let peerPollInterval: Double = 0.01
 
     static func isFresh(_ offer: FileOffer, receivedAt: UInt64, now: Date = Date()) -> Bool {
         now.timeIntervalSince1970 - Double(receivedAt) / 1000 <= offerLifetime
@@ -41,10 +45,16 @@ struct FileCommand: ParsableCommand {
         var candidates: [String] = []
 
         func run() throws {
+            FileTransferMemory.keepLargeBuffers()
             let source = try SourceFile(path: path)
             let output = global.output
             output.note("Hashing \(source.name) (\(formatBytes(source.size)))…")
-            let sha256 = try source.sha256()
+            // The file's hash on a second thread while this one unlocks the profile (Argon2id),
+            // connects to the relay and opens the listener: each takes a good part of a second (per
+            // GiB, or per unlock) and none needs the other. (A failure here exits the process, the
+            // hashing thread with it.)
+            let hash = Handover<Result<[UInt8], any Error>>(.success([]))
+            let hashing = WorkerThread(name: "shroud file hash") { hash.value = Result { try source.sha256() } }
             var random = SystemRandom()
             let profile = try UnlockedProfile(home: global.resolvedHome, random: &random)
             defer { profile.lock() }
@@ -53,6 +63,8 @@ struct FileCommand: ParsableCommand {
             defer { client.close() }
 
             let listener = via == .relay ? nil : try StreamListener(port: listenPort)
+            hashing.join()
+            let sha256 = try hash.value.get()
             var paths: FileOffer.Paths = []
             if via != .relay { paths.insert(.direct) }
             if via != .direct { paths.insert(.relay) }
@@ -92,7 +104,7 @@ struct FileCommand: ParsableCommand {
             }
             defer { client.fileHandler = nil }
             while deadline.timeIntervalSinceNow > 0 {
-                if let listener, let socket = listener.accept(timeout: 0.05) {
+                if let listener, let socket = listener.accept(timeout: FileOfferPolicy.peerPollInterval) {
                     do {
                         let hello = try socket.readExactly(TransferHandshake.helloSize, idle: FileOfferPolicy.connectTimeout)
                         let reply = try core.receiveHello(hello, now: monotonicSeconds())
@@ -104,7 +116,7 @@ struct FileCommand: ParsableCommand {
                     }
                 }
                 if answer == nil {
-                    try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : 0.05), random: &random, show: { _ in },
+                    try client.receive(until: Date().addingTimeInterval(listener == nil ? 0.2 : FileOfferPolicy.peerPollInterval), random: &random, show: { _ in },
                                        keepingText: true)
                 }
                 switch answer?.decision {
@@ -125,25 +137,50 @@ struct FileCommand: ParsableCommand {
             throw Failure("\(contact) did not accept within \(Int(FileOfferPolicy.answerTimeout)) s")
         }
 
-        /// Reads, seals and writes each chunk from the resume point, then waits for the verdict.
-        /// One buffer, reused: memory stays flat whatever the file size.
+        /// Reads and seals each chunk from the resume point on a second thread, a few chunks ahead of
+        /// this one, which writes the frames to the socket; then waits for the verdict. A few reused
+        /// buffers: memory stays flat whatever the file size.
         private func stream(source: SourceFile, socket: TransferStream, core: inout FileSendCore, progress: Progress) throws {
             let offer = core.offer
-            let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize, alignment: 64)
-            defer { frame.deallocate() }
             guard case let .sending(first) = core.state else { throw Failure("the transfer did not start") }
-            for index in first..<offer.chunkCount {
-                let length = offer.chunkLength(index)
-                let plain = UnsafeMutableRawBufferPointer(rebasing: frame[ChunkFrameHeader.size..<ChunkFrameHeader.size + length])
-                try source.read(into: plain, at: index * UInt64(offer.chunkSize))
-                let n = try core.seal(index: index, plaintext: UnsafeRawBufferPointer(plain), into: frame, now: monotonicSeconds())
+            let pipeline = TransferPipeline(slotSize: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize)
+            let sealing = Handover(core)
+            let sealer = WorkerThread(name: "shroud file seal") {
                 do {
-                    try socket.writeAll(UnsafeRawBufferPointer(rebasing: frame[0..<n]))
-                } catch is PeerClosed {
-                    throw Failure("the receiver went away after \(index) chunks; run the same send and receive again to resume")
+                    for index in first..<offer.chunkCount {
+                        let slot = try pipeline.acquire()
+                        let frame = pipeline.buffer(slot)
+                        let length = offer.chunkLength(index)
+                        let plain = UnsafeMutableRawBufferPointer(rebasing: frame[ChunkFrameHeader.size..<ChunkFrameHeader.size + length])
+                        try source.read(into: plain, at: index * UInt64(offer.chunkSize))
+                        let n = try sealing.value.seal(index: index, plaintext: UnsafeRawBufferPointer(plain), into: frame, now: monotonicSeconds())
+                        pipeline.publish(.init(slot: slot, range: 0..<n, chunk: index))
+                    }
+                    pipeline.finish()
+                } catch {
+                    pipeline.fail(error)
                 }
-                progress.advance(UInt64(length))
             }
+            var sent = first
+            do {
+                while let item = pipeline.next() {
+                    do {
+                        try socket.writeAll(UnsafeRawBufferPointer(rebasing: pipeline.buffer(item.slot)[item.range]))
+                    } catch is PeerClosed {
+                        throw Failure("the receiver went away after \(sent) chunks; run the same send and receive again to resume")
+                    }
+                    pipeline.release(item.slot)
+                    sent = item.chunk + 1
+                    progress.advance(UInt64(offer.chunkLength(item.chunk)))
+                }
+            } catch {
+                pipeline.fail(error)
+                sealer.join()
+                throw error
+            }
+            sealer.join()
+            if let error = pipeline.error { throw error }
+            core = sealing.value
             let verdict: [UInt8]
             do {
                 verdict = try socket.readExactly(TransferVerdict.size, idle: FileTransferTiming.idleTimeout)
@@ -174,6 +211,7 @@ struct FileCommand: ParsableCommand {
         }
 
         func run() throws {
+            FileTransferMemory.keepLargeBuffers()
             // A file size limit (RLIMIT_FSIZE) must show as a clear error, not kill the process.
             signal(SIGXFSZ, SIG_IGN)
             let output = global.output
@@ -295,40 +333,84 @@ struct FileCommand: ParsableCommand {
                          "mb_per_s": seconds > 0 ? Double(offer.size - skipped) / seconds / 1e6 : 0])
         }
 
+        /// Receives, authenticates and decrypts each frame on this thread while a second thread adds
+        /// the plaintext to the whole-file hash and writes it at its place in the partial file (each
+        /// chunk only after its tag verified); after the final chunk, checks the hash.
         private func receiveChunks(socket: TransferStream, core: inout FileReceiveCore, partial: PartialFile, progress: Progress, from: String) throws {
             let offer = core.offer
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize, alignment: 64)
-            defer { buffer.deallocate() }
-            let headerBytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<ChunkFrameHeader.size])
-            while true {
-                let header: ChunkFrameHeader
-                do {
+            let pipeline = TransferPipeline(slotSize: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize)
+            let digest = Handover(core.digest)
+            let writer = WorkerThread(name: "shroud file write") {
+                while let item = pipeline.next() {
+                    let plaintext = UnsafeRawBufferPointer(rebasing: pipeline.buffer(item.slot)[item.range])
+                    digest.value.update(plaintext)
+                    do {
+                        try partial.write(plaintext, at: item.chunk * UInt64(offer.chunkSize))
+                    } catch {
+                        pipeline.fail(error)
+                        return
+                    }
+                    pipeline.release(item.slot)
+                }
+            }
+            do {
+                while true {
+                    let slot = try pipeline.acquire()
+                    let buffer = pipeline.buffer(slot)
+                    let headerBytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<ChunkFrameHeader.size])
                     try socket.readExactly(headerBytes, idle: FileTransferTiming.idleTimeout)
-                    header = try core.header(UnsafeRawBufferPointer(headerBytes))
+                    let header = try core.header(UnsafeRawBufferPointer(headerBytes))
                     let body = UnsafeMutableRawBufferPointer(rebasing: buffer[ChunkFrameHeader.size..<ChunkFrameHeader.size + header.bodySize])
                     try socket.readExactly(body, idle: FileTransferTiming.idleTimeout)
-                    let verified = try core.open(header, body: UnsafeRawBufferPointer(body), into: body, now: monotonicSeconds())
-                    try partial.write(UnsafeRawBufferPointer(rebasing: body[0..<header.length]), at: header.index * UInt64(offer.chunkSize))
+                    let final = try core.openDeferringHash(header, body: UnsafeRawBufferPointer(body), into: body, now: monotonicSeconds())
+                    pipeline.publish(.init(slot: slot, range: ChunkFrameHeader.size..<ChunkFrameHeader.size + header.length, chunk: header.index))
                     progress.advance(UInt64(header.length))
-                    if verified { return }
-                } catch FileTransferError.hashMismatch {
+                    if final { break }
+                }
+                // Chunks verified before any failure still go to disk: a resume starts after them.
+                pipeline.finish()
+                writer.join()
+                if let error = pipeline.error { throw error }
+                try core.finishHash(now: monotonicSeconds())
+            } catch {
+                pipeline.finish()
+                writer.join()
+                switch error {
+                case FileTransferError.hashMismatch:
                     try? socket.writeAll(core.verdict())
                     partial.discard()
                     throw Failure("the received file's SHA-256 is not the one \(from) offered: discarded")
-                } catch let error as FileTransferError {
+                case let error as FileTransferError:
                     throw Failure("refused the transfer from \(from) after \(core.verifiedChunks) verified chunks: \(error) (nothing was saved under the file's name)")
-                } catch is PeerClosed {
+                case is PeerClosed:
                     throw Failure("\(from) went away after \(core.verifiedChunks) of \(offer.chunkCount) chunks; run the same send and receive again to resume")
+                default:
+                    throw error
                 }
             }
         }
     }
 }
 
+/// How the file commands use malloc.
+enum FileTransferMemory {
+    /// Allocations up to this size come from the heap, not from a fresh `mmap` each (default: 128 KiB,
+    /// raised by glibc as large blocks are freed). The relay pipe's per-frame arrays and NIO buffers
+    /// are about 1 MiB each: served by `mmap`, every one cost page faults and the kernel zeroing 256
+    /// fresh pages (12 % of the sender's profile on the relay path).
+    static let mmapThreshold: Int32 = 32 << 20
+    /// Free memory at the top of the heap kept for reuse instead of returned to the kernel.
+    static let trimThreshold: Int32 = 64 << 20
+
+    static func keepLargeBuffers() {
+        _ = shroud_malloc_keep_large_blocks(mmapThreshold, trimThreshold)
+    }
+}
+
 // MARK: Files on disk
 
 /// The file being sent, read with `pread` (no whole-file buffer).
-final class SourceFile {
+final class SourceFile: Sendable {
     let fd: Int32
     let size: UInt64
     let name: String
@@ -382,7 +464,7 @@ final class SourceFile {
 /// offered hash so that a new offer of the same file finds it. Whole chunks in it were each
 /// authenticated before they were written, so the resume point is its length in whole chunks; a
 /// partly written chunk (the process was killed mid-write) is cut off.
-final class PartialFile {
+final class PartialFile: Sendable {
     let path: String
     let fd: Int32
     let resumeFrom: UInt64

@@ -19,21 +19,22 @@ final class StreamSocket {
 
     deinit { close(fd) }
 
-    /// Connects to `HOST:PORT` (IPv4 or a name) within `timeout` seconds.
+    /// Connects to `HOST:PORT` (an IPv4 address, `[IPv6 address]`, or a name) within `timeout` seconds.
     static func connect(to candidate: String, timeout: Double) throws -> StreamSocket {
         guard let colon = candidate.lastIndex(of: ":"), let port = UInt16(candidate[candidate.index(after: colon)...]), port > 0 else {
             throw Failure("candidate '\(candidate)' is not HOST:PORT")
         }
-        let host = String(candidate[..<colon])
+        var host = String(candidate[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         var hints = addrinfo()
-        hints.ai_family = AF_INET
+        hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
             throw Failure("cannot resolve '\(host)'")
         }
         defer { freeaddrinfo(result) }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
         let socket = StreamSocket(adopting: fd)
         if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
@@ -95,33 +96,65 @@ struct PeerClosed: Error, CustomStringConvertible {
     var description: String { "the peer closed the connection" }
 }
 
-/// A listening TCP socket on every IPv4 address, port chosen by the kernel.
+/// A listening TCP socket on every address, IPv6 and IPv4 (one dual-stack socket; IPv4 alone
+/// where the kernel has no IPv6), port chosen by the kernel unless given.
 final class StreamListener {
     let fd: Int32
     let port: UInt16
+    /// Whether the socket also accepts IPv6 connections (then IPv6 candidates are offered).
+    let dualStack: Bool
 
     init(port requested: UInt16) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        self.fd = fd
-        guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = INADDR_ANY
-        address.sin_port = requested.bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 8) == 0 else {
-            close(fd)
+        if let (fd, port) = Self.listen(family: AF_INET6, port: requested) {
+            (self.fd, self.port, dualStack) = (fd, port, true)
+        } else if let (fd, port) = Self.listen(family: AF_INET, port: requested) {
+            (self.fd, self.port, dualStack) = (fd, port, false)
+        } else {
             throw Failure("cannot listen for the direct connection: \(String(cString: strerror(errno)))")
         }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+
+    /// A bound, listening socket and its port, or nil (errno says why).
+    private static func listen(family: Int32, port requested: UInt16) -> (Int32, UInt16)? {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var storage = sockaddr_storage()
+        var length: socklen_t
+        if family == AF_INET6 {
+            // Dual stack: IPv4 peers arrive as ::ffff:a.b.c.d on the same socket.
+            var zero: Int32 = 0
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_addr = in6addr_any
+            address.sin6_port = requested.bigEndian
+            withUnsafeBytes(of: &address) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
+        } else {
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = INADDR_ANY
+            address.sin_port = requested.bigEndian
+            withUnsafeBytes(of: &address) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
         }
-        port = UInt16(bigEndian: address.sin_port)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(fd, address, length) == 0 && Glibc.listen(fd, 8) == 0 && getsockname(fd, address, &length) == 0
+            }
+        }
+        guard ok else {
+            let saved = errno
+            close(fd)
+            errno = saved
+            return nil
+        }
+        let port = withUnsafeBytes(of: &storage) { raw in
+            family == AF_INET6 ? raw.load(as: sockaddr_in6.self).sin6_port : raw.load(as: sockaddr_in.self).sin_port
+        }
+        return (fd, UInt16(bigEndian: port))
     }
 
     deinit { close(fd) }
@@ -136,26 +169,45 @@ final class StreamListener {
         return StreamSocket(adopting: client)
     }
 
-    /// `ADDRESS:PORT` for every up IPv4 interface, others first and loopback last (tried in order).
+    /// `ADDRESS:PORT` for every up IPv4 interface, then `[ADDRESS]:PORT` for every up IPv6 address
+    /// that is not link-local (those need an interface name the peer does not share); loopback last
+    /// (tried in order; at most `FileTransferLimits`' candidate count the client offers, 8).
     func candidates() -> [String] {
-        var addresses: [String] = []
-        var loopback: [String] = []
+        var addresses: [String] = [], addresses6: [String] = []
+        var loopback: [String] = [], loopback6: [String] = []
         var list: UnsafeMutablePointer<ifaddrs>?
         if getifaddrs(&list) == 0 {
             var cursor = list
             while let entry = cursor {
                 defer { cursor = entry.pointee.ifa_next }
-                guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
-                      entry.pointee.ifa_flags & UInt32(IFF_UP) != 0 else { continue }
+                guard let address = entry.pointee.ifa_addr, entry.pointee.ifa_flags & UInt32(IFF_UP) != 0 else { continue }
+                let family = Int32(address.pointee.sa_family)
+                guard family == AF_INET || (family == AF_INET6 && dualStack) else { continue }
+                if family == AF_INET6 {
+                    let bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+                    let first = withUnsafeBytes(of: bytes) { ($0[0], $0[1]) }
+                    if first.0 == 0xfe, first.1 & 0xc0 == 0x80 { continue }  // fe80::/10
+                }
+                let size = family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
                 var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-                guard getnameinfo(address, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
-                let text = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + ":\(port)"
-                if entry.pointee.ifa_flags & UInt32(IFF_LOOPBACK) != 0 { loopback.append(text) } else { addresses.append(text) }
+                guard getnameinfo(address, socklen_t(size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
+                let numeric = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let isLoopback = entry.pointee.ifa_flags & UInt32(IFF_LOOPBACK) != 0
+                if family == AF_INET6 {
+                    let text = "[\(numeric)]:\(port)"
+                    if isLoopback { loopback6.append(text) } else { addresses6.append(text) }
+                } else {
+                    let text = numeric + ":\(port)"
+                    if isLoopback { loopback.append(text) } else { addresses.append(text) }
+                }
             }
             freeifaddrs(list)
         }
-        return Array((addresses + loopback).prefix(8))
+        return Array((addresses + addresses6 + loopback + loopback6).prefix(Self.maximumCandidates))
     }
+
+    /// Candidates offered at most (the offer may hold `FileTransferLimits.maximumCandidates`).
+    static let maximumCandidates = 8
 }
 
 /// A reliable byte stream between the two ends of a transfer: a direct TCP connection or a relay pipe.

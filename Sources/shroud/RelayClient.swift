@@ -190,6 +190,14 @@ final class RelaySession {
         connection.sendWithoutWaiting(SessionFrame(requestID: 0, message))
     }
 
+    /// `post(.pipeData(pipe:data:))` straight from the caller's buffer: framed and masked in one
+    /// copy into the outgoing buffer, without building the data array and the serialized frame.
+    func postPipeData(pipe: PipeID, _ data: UnsafeRawBufferPointer) throws {
+        guard connection.channel.isActive else { throw Failure("lost the connection to the relay at \(address.text)") }
+        let prefix = SessionFrame.pipeDataPrefix(pipe: pipe, dataLength: data.count)
+        prefix.withUnsafeBytes { connection.sendMaskedWithoutWaiting([$0, data]) }
+    }
+
     /// The next frame the relay pushes on its own, or nil when none comes within `timeout` seconds.
     func nextPush(timeout: Double) throws -> SessionFrame? {
         if !pushed.isEmpty { return pushed.removeFirst() }

@@ -102,7 +102,7 @@ final class RelayPipeStream: TransferStream {
             // Stay under the announced rate: never more than rate × elapsed bytes.
             let due = Double(sent + n) / (bytesPerSecond * Self.paceFraction) - (monotonicSeconds() - started)
             if due > 0 { usleep(UInt32(min(due, 1) * 1_000_000)) }
-            try session.post(.pipeData(pipe: pipe, data: Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))))
+            try session.postPipeData(pipe: pipe, UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))
             unacknowledged += n
             sent += n
             offset += n

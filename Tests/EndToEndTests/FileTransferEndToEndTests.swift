@@ -240,6 +240,61 @@ import Testing
         #expect(partialSize(world) == 0)
     }
 
+    @Test(.timeLimit(.minutes(4)), arguments: ["receiver", "sender"])
+    func aRelayTransferKilledMidwayResumes(victim: String) throws {
+        let world = try World(shroud: shroud, passphrase: passphrase)
+        let size = 64 * 1024 * 1024
+        let file = try world.makeFile("piped-big.bin", size: size)
+        // The receiver reaches the relay through a throttling proxy, so the pipe runs slowly enough
+        // to be interrupted midway. (Bob's profile remembers the proxy as its relay: the rerun names
+        // the relay itself.)
+        let proxy = try TamperingProxy(upstreamPort: world.port, bytesPerSecond: 16 << 20)
+        let sender = try send(world, file, ["--via", "relay"])
+        let receiver = try receive(world, ["--server", "ws://127.0.0.1:\(proxy.port)"])
+        let deadline = Date().addingTimeInterval(60)
+        while partialSize(world) < 8 * 1024 * 1024, Date() < deadline { usleep(20_000) }
+        #expect(partialSize(world) >= 8 * 1024 * 1024)
+        if victim == "receiver" { receiver.kill9() } else { sender.kill9() }
+        let first = (receiver.wait(timeout: 60), sender.wait(timeout: 60))
+        #expect(first.0.status != 0 && first.1.status != 0, "\(first.0.stderr) \(first.1.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: world.inbox + "/piped-big.bin"))
+
+        // Both rerun through the relay: the transfer continues from the last verified chunk.
+        let resentBy = try send(world, file, ["--via", "relay"])
+        let resumed = try receive(world, ["--server", "ws://127.0.0.1:\(world.port)"]).wait()
+        let resent = resentBy.wait()
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resent.status == 0, "\(resent.stderr)")
+        let done = try #require(summary(resumed))
+        #expect(done["path"] as? String == "relay")
+        let skipped = try #require(done["resumed_from"] as? Int)
+        #expect(skipped >= 8 * 1024 * 1024 && skipped < size, "resumed_from \(skipped)")
+        #expect(done["transferred"] as? Int == size - skipped)
+        #expect(summary(resent)?["resumed_from"] as? Int == skipped)
+        #expect(sameBytes(file, world.inbox + "/piped-big.bin"))
+        #expect(partialSize(world) == 0)
+    }
+
+    @Test(.timeLimit(.minutes(3))) func theDirectPathWorksOverIPv6Loopback() throws {
+        let world = try World(shroud: shroud, passphrase: passphrase)
+        let file = try world.makeFile("six.bin", size: 3 * 1024 * 1024 + 17)
+        let listenPort = try freePort()
+        // Only the IPv6 candidate: the sender's dual-stack listener must take the connection on ::1.
+        let sender = try send(world, file, ["--via", "direct", "--listen-port", String(listenPort), "--candidate", "[::1]:\(listenPort)"])
+        let received = try receive(world).wait()
+        let sent = sender.wait()
+        #expect(received.status == 0, "\(received.stderr)")
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(summary(received)?["path"] as? String == "direct")
+        #expect(sameBytes(file, world.inbox + "/six.bin"))
+        // Without --candidate, the IPv4 candidates (tried first) reach the same dual-stack listener.
+        let offered = try send(world, file, ["--via", "direct", "--name", "six-again.bin"])
+        let again = try receive(world).wait()
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(offered.wait().status == 0)
+        #expect(sameBytes(file, world.inbox + "/six-again.bin"))
+    }
+
     @Test(.timeLimit(.minutes(3))) func aChunkAlteredInFlightIsDetectedAndNothingAppears() throws {
         let world = try World(shroud: shroud, passphrase: passphrase)
         let file = try world.makeFile("doc.bin", size: 4 * 1024 * 1024)

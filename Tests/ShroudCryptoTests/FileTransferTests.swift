@@ -195,6 +195,57 @@ import Testing
         #expect(throws: FileTransferError.hashMismatch) { try sender.receiveVerdict(receiver.verdict(), now: 1) }
     }
 
+    /// The pipelined receiver's path: `openDeferringHash` authenticates and decrypts, the caller
+    /// hashes (here after the fact, as the writer thread would), `finishHash` decides.
+    @Test func theDeferredHashPathVerifiesAndCatchesAWrongHash() throws {
+        for damage in [false, true] {
+            let (offer, data) = try Self.offer(size: 3 * Self.chunk + 5)
+            var sender = try FileSendCore(offer: offer, now: 0)
+            var receiver = try FileReceiveCore(offer: offer, resumeFrom: 0, now: 0)
+            try receiver.receiveReply(try sender.receiveHello(receiver.hello(), now: 0), now: 0)
+            var plaintexts: [[UInt8]] = []
+            for (i, frame) in try Self.frames(&sender, data: data, from: 0).enumerated() {
+                #expect(throws: FileTransferError.self) { try receiver.finishHash(now: 1) }  // not before the final chunk
+                let header = try frame.withUnsafeBytes { try receiver.header(UnsafeRawBufferPointer(rebasing: $0[0..<ChunkFrameHeader.size])) }
+                var body = Array(frame[ChunkFrameHeader.size...])
+                let final = try body.withUnsafeMutableBytes { try receiver.openDeferringHash(header, body: UnsafeRawBufferPointer($0), into: $0, now: 1) }
+                #expect(final == (i == 3))
+                plaintexts.append(Array(body[0..<header.length]))
+            }
+            #expect(receiver.state == .awaitingHash)
+            #expect(plaintexts.flatMap { $0 } == data)
+            // Nothing went into the hash by itself: feed it as the writer thread does.
+            if damage { plaintexts[1][0] ^= 1 }
+            for plain in plaintexts { plain.withUnsafeBytes { receiver.digest.update($0) } }
+            if damage {
+                #expect(throws: FileTransferError.hashMismatch) { try receiver.finishHash(now: 2) }
+                #expect(receiver.state == .failed)
+                #expect(throws: FileTransferError.hashMismatch) { try sender.receiveVerdict(receiver.verdict(), now: 2) }
+            } else {
+                try receiver.finishHash(now: 2)
+                #expect(receiver.state == .verified)
+                try sender.receiveVerdict(receiver.verdict(), now: 2)
+                #expect(sender.state == .verified)
+            }
+        }
+    }
+
+    @Test func theDeferredHashPathRefusesAlteredChunks() throws {
+        let (offer, data) = try Self.offer(size: 2 * Self.chunk)
+        var sender = try FileSendCore(offer: offer, now: 0)
+        var receiver = try FileReceiveCore(offer: offer, resumeFrom: 0, now: 0)
+        try receiver.receiveReply(try sender.receiveHello(receiver.hello(), now: 0), now: 0)
+        var frame = try Self.frames(&sender, data: data, from: 0)[0]
+        frame[ChunkFrameHeader.size + 7] ^= 0x40
+        let header = try frame.withUnsafeBytes { try receiver.header(UnsafeRawBufferPointer(rebasing: $0[0..<ChunkFrameHeader.size])) }
+        var body = Array(frame[ChunkFrameHeader.size...])
+        #expect(throws: FileTransferError.self) {
+            try body.withUnsafeMutableBytes { _ = try receiver.openDeferringHash(header, body: UnsafeRawBufferPointer($0), into: $0, now: 1) }
+        }
+        #expect(receiver.state == .failed)
+        #expect(receiver.verifiedChunks == 0)
+    }
+
     @Test func everyAlteredByteOfAFrameIsRefused() throws {
         let (offer, data) = try Self.offer(size: Self.chunk + 40)
         var sender = try FileSendCore(offer: offer, now: 0)

@@ -139,6 +139,17 @@ let sampleMessages: [RelayMessage] = {
                                            limit: SessionLimits.maximumFrameSize)) { try SessionFrame(parsing: bytes) }
     }
 
+    @Test func pipeDataPrefixPlusDataIsTheSerializedFrame() throws {
+        let pipe = try PipeID([UInt8](repeating: 0x5a, count: PipeID.size))
+        for count in [1, 1000, SessionLimits.maximumPipeDataSize] {  // empty pipe data is refused by the parser
+            let data = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let prefix = SessionFrame.pipeDataPrefix(pipe: pipe, dataLength: count)
+            #expect(prefix.count == SessionFrame.pipeDataPrefixSize)
+            #expect(prefix + data == SessionFrame(.pipeData(pipe: pipe, data: data)).serialize())
+            #expect(try SessionFrame(parsing: prefix + data) == SessionFrame(.pipeData(pipe: pipe, data: data)))
+        }
+    }
+
     @Test func pipeDataLimit() throws {
         let pipe = filled(PipeID.self, 7)
         let atLimit = SessionFrame(.pipeData(pipe: pipe, data: [UInt8](repeating: 9, count: SessionLimits.maximumPipeDataSize))).serialize()

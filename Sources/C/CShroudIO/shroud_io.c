@@ -1,6 +1,7 @@
 // recvmmsg, sendmmsg and struct mmsghdr are GNU extensions.
 #define _GNU_SOURCE
 #include "CShroudIO.h"
+#include <malloc.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -395,4 +396,8 @@ uint64_t shroud_load_sendmmsg(int fd, const shroud_addr *to, size_t size, int ba
         if (n > 0) sent += (uint64_t)n;
     }
     return sent;
+}
+
+int shroud_malloc_keep_large_blocks(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
 }

@@ -81,4 +81,9 @@ uint64_t shroud_load_listen(const int *fds, int count, uint64_t until_ns, uint64
 /// of `batch` until `until_ns`. Returns datagrams the kernel accepted.
 uint64_t shroud_load_sendmmsg(int fd, const shroud_addr *to, size_t size, int batch, uint64_t until_ns);
 
+/// mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), which Glibc's Swift module does not
+/// expose either: allocations up to `mmap_threshold` bytes come from the heap and up to
+/// `trim_threshold` free bytes stay there for reuse. Returns 1 when both were set.
+int shroud_malloc_keep_large_blocks(int mmap_threshold, int trim_threshold);
+
 #endif
