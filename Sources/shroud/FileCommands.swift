@@ -54,7 +54,7 @@ struct FileCommand: ParsableCommand {
             // GiB, or per unlock) and none needs the other. (A failure here exits the process, the
             // hashing thread with it.)
             let hash = Handover<Result<[UInt8], any Error>>(.success([]))
-            let hashing = WorkerThread(name: "shroud file hash") { hash.value = Result { try source.sha256() } }
+            let hashing = WorkerThread(name: "shroud-fhash") { hash.value = Result { try source.sha256() } }
             var random = SystemRandom()
             let profile = try UnlockedProfile(home: global.resolvedHome, random: &random)
             defer { profile.lock() }
@@ -145,7 +145,7 @@ struct FileCommand: ParsableCommand {
             guard case let .sending(first) = core.state else { throw Failure("the transfer did not start") }
             let pipeline = TransferPipeline(slotSize: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize)
             let sealing = Handover(core)
-            let sealer = WorkerThread(name: "shroud file seal") {
+            let sealer = WorkerThread(name: "shroud-fseal") {
                 do {
                     for index in first..<offer.chunkCount {
                         let slot = try pipeline.acquire()
@@ -340,7 +340,7 @@ struct FileCommand: ParsableCommand {
             let offer = core.offer
             let pipeline = TransferPipeline(slotSize: ChunkFrameHeader.size + offer.chunkSize + FileChunkCipher.tagSize)
             let digest = Handover(core.digest)
-            let writer = WorkerThread(name: "shroud file write") {
+            let writer = WorkerThread(name: "shroud-fwrite") {
                 while let item = pipeline.next() {
                     let plaintext = UnsafeRawBufferPointer(rebasing: pipeline.buffer(item.slot)[item.range])
                     digest.value.update(plaintext)

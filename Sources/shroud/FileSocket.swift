@@ -34,10 +34,27 @@ final class StreamSocket {
             throw Failure("cannot resolve '\(host)'")
         }
         defer { freeaddrinfo(result) }
-        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        // A name can resolve to several addresses (IPv6 and IPv4): try each in turn, as a
+        // browser would, and report the last failure if none answers.
+        var failure = Failure("cannot resolve '\(host)'")
+        var next: UnsafeMutablePointer<addrinfo>? = info
+        while let address = next {
+            do {
+                return try connect(to: address.pointee, naming: candidate, timeout: timeout)
+            } catch let error as Failure {
+                failure = error
+            }
+            next = address.pointee.ai_next
+        }
+        throw failure
+    }
+
+    /// One resolved address, within `timeout` seconds.
+    private static func connect(to address: addrinfo, naming candidate: String, timeout: Double) throws -> StreamSocket {
+        let fd = socket(address.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
         let socket = StreamSocket(adopting: fd)
-        if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+        if Glibc.connect(fd, address.ai_addr, address.ai_addrlen) != 0 {
             guard errno == EINPROGRESS else { throw Failure("connect \(candidate): \(String(cString: strerror(errno)))") }
             var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             guard poll(&pfd, 1, Int32(timeout * 1000)) == 1 else { throw Failure("connect \(candidate): timed out") }

@@ -141,7 +141,7 @@ private final class ScreenShareSession {
         let local = context.local
 
         let inbox = DatagramQueue()  // feedback, applied by the capture thread before each frame
-        let room = try ScreenRoom(client: context.client, channel: local, purpose: .screenShare, maxLayer: MediaPacket.maxLayer,
+        let room = try RoomLink(client: context.client, channel: local, purpose: .screenShare, maxLayer: MediaPacket.maxLayer,
                                   overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out) { inbox.push($0) }
         // Left on every way out: a failure to publish the key or to start the encoder must not
         // leave us in the room as a sharer nobody can replace.
@@ -304,8 +304,8 @@ private final class ScreenShareSession {
 private final class ShareJob: @unchecked Sendable {
     let capture: PacedScreenCapture<MonotonicPacingClock>
     let sender: ScreenSender
-    let room: ScreenRoom
-    init(capture: PacedScreenCapture<MonotonicPacingClock>, sender: ScreenSender, room: ScreenRoom) {
+    let room: RoomLink
+    init(capture: PacedScreenCapture<MonotonicPacingClock>, sender: ScreenSender, room: RoomLink) {
         self.capture = capture; self.sender = sender; self.room = room
     }
 }
@@ -395,7 +395,7 @@ private final class ScreenWatchSession {
         // answer travels while the room is joined and the relay asks the sharer for a keyframe.
         _ = try context.channels.send(try ScreenKeyMessage.request.payload(sentAt: nowMilliseconds()), to: local, random: &random)
         let queue = DatagramQueue()
-        let room = try ScreenRoom(client: context.client, channel: local, purpose: .screenWatch, maxLayer: options.quality.layer,
+        let room = try RoomLink(client: context.client, channel: local, purpose: .screenWatch, maxLayer: options.quality.layer,
                                   overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out) { queue.push($0) }
         // Left on every way out, including a window that cannot be opened.
         var leavePolitely = true
@@ -579,8 +579,8 @@ private final class ScreenWatchSession {
 private final class WatchJob: @unchecked Sendable {
     let watcher: ScreenWatcher
     let sink: PictureSink
-    let room: ScreenRoom
-    init(watcher: ScreenWatcher, sink: PictureSink, room: ScreenRoom) {
+    let room: RoomLink
+    init(watcher: ScreenWatcher, sink: PictureSink, room: RoomLink) {
         self.watcher = watcher; self.sink = sink; self.room = room
     }
 }

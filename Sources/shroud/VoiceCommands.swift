@@ -98,32 +98,18 @@ private final class VoiceSession {
         }
 
         // Join the room: the relay refuses a non-member at once.
-        var overSession = options.mediaOverWebsocket
-        var (token, stream, mediaPort) = try joinRoom(client, local, overSession: overSession)
         let slot = CallSlot()
-        var udp: UDPMediaTransport?
-        if !overSession {
-            let transport = try UDPMediaTransport(relayHost: try resolveIPAddress(client.session.address.host), relayPort: options.mediaPort ?? mediaPort, token: token)
-            transport.start { slot.receive($0) }
-            if transport.waitUntilBound(timeout: VoiceCommand.udpBindTimeout) {
-                udp = transport
-            } else {
-                transport.stop()
-                out.note("UDP to the relay did not get through; media goes over the WebSocket.")
-                _ = try? client.session.request(.leaveRoom(channel: local.id))
-                overSession = true
-                (token, stream, mediaPort) = try joinRoom(client, local, overSession: true)
-            }
-        }
-        let fallback = overSession ? SessionMediaTransport(connection: client.session.mediaConnection) : nil
-        if overSession { client.session.onMediaDatagram = { slot.receive($0) } }
-        let send: @Sendable ([UInt8]) -> Void = { [udp, fallback] datagram in
-            if let udp { udp.send(datagram) } else { fallback?.send(datagram) }
-        }
+        let room = try RoomLink(client: client, channel: local, purpose: .voice, maxLayer: MediaLayers.noCap,
+                                overWebSocket: options.mediaOverWebsocket, mediaPort: options.mediaPort, out: out,
+                                onDatagram: { slot.receive($0) })
+        // Error paths below leave the room too (the normal end leaves it politely first).
+        defer { room.leave(politely: false) }
+        let stream = room.streamBase
+        let send: @Sendable ([UInt8]) -> Void = { room.send($0) }
         let sender = source == nil ? nil : try VoiceSender(streamID: stream, keys: ring)
         let call = VoiceCall(sender: sender, mixer: VoiceMixer(keys: ring, ownStream: stream), send: send)
         slot.set(call)
-        let transportName = overSession ? "websocket" : "udp"
+        let transportName = room.transportName
         out.emit(nil, ["event": "joined", "channel": Hex.encode(local.id.bytes), "stream": Int(stream), "transport": transportName])
         fflush(nil)
         out.note("In the voice call of \(local.name) (\(transportName)); stop with Ctrl-C.")
@@ -132,14 +118,7 @@ private final class VoiceSession {
         try publish(MediaKeyAnnouncement.random(joining: true, random: &random), channels, local, random: &random)
 
         // Signals end the call at its next tick; the room is then left cleanly below.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let signalQueue = DispatchQueue(label: "shroud.voice.signals")
-        let signalSources = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: signalQueue) }
-        for source in signalSources {
-            source.setEventHandler { call.stop() }
-            source.resume()
-        }
+        let signals = StopSignals { call.stop() }
 
         // The call on its own thread.
         let finished = DispatchSemaphore(value: 0)
@@ -230,16 +209,14 @@ private final class VoiceSession {
             }
             if ContinuousClock.now >= nextStatistics {
                 nextStatistics = ContinuousClock.now + VoiceCommand.statisticsInterval
-                report(call, udp: udp, onTerminal: onTerminal, final: false)
+                report(call, roundTrip: room.roundTrip, onTerminal: onTerminal, final: false)
             }
         }
         if !callEnded { finished.wait() }
-        for source in signalSources { source.cancel() }
+        signals.cancel()
         if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
-        report(call, udp: udp, onTerminal: false, final: true)
-        udp?.stop()
-        client.session.onMediaDatagram = nil
-        if sessionFailure == nil { _ = try? client.session.request(.leaveRoom(channel: local.id)) }
+        report(call, roundTrip: room.roundTrip, onTerminal: false, final: true)
+        room.leave(politely: sessionFailure == nil)
         try wavOutput?.finish()
         if let failure = sessionFailure ?? callFailure.value { throw Failure(failure) }
         out.emit(nil, ["event": "left", "channel": Hex.encode(local.id.bytes)])
@@ -251,21 +228,6 @@ private final class VoiceSession {
         return try AudioCapture(device: options.input, format: try AudioFormat(channels: 1, periodMilliseconds: 20))
     }
 
-    private func joinRoom(_ client: MessagingClient, _ local: LocalChannel, overSession: Bool) throws -> (MediaToken, UInt32, UInt16) {
-        let reply: RelayMessage
-        do {
-            reply = try client.session.request(.joinRoom(channel: local.id, transport: overSession ? .session : .datagram, purpose: .voice, maxLayer: 7))
-        } catch let refusal as RelayRefusal where refusal.code == .notMember || refusal.code == .notFound {
-            throw Failure("you are not a member of channel \"\(local.name)\" (you left or were removed)")
-        } catch let refusal as RelayRefusal {
-            throw Failure("the relay refused the call: \(refusal.text)")
-        }
-        guard case let .roomJoined(channel, token, stream, _, port) = reply, channel == local.id else {
-            throw Failure("the relay answered joinRoom with something else")
-        }
-        return (token, stream, port)
-    }
-
     /// Sends our key on the channel and, once the relay has it, starts using it.
     private func publish(_ announcement: MediaKeyAnnouncement, _ channels: ChannelMessaging, _ local: LocalChannel,
                          random: inout SystemRandom) throws {
@@ -275,9 +237,8 @@ private final class VoiceSession {
         fflush(nil)
     }
 
-    private func report(_ call: VoiceCall, udp: UDPMediaTransport?, onTerminal: Bool, final: Bool) {
+    private func report(_ call: VoiceCall, roundTrip: Duration?, onTerminal: Bool, final: Bool) {
         let statistics = call.statistics
-        let roundTrip = udp?.roundTrip
         if out.json {
             let line = statistics.jsonLine(roundTrip: roundTrip)
             print("{\"event\":\"statistics\",\"final\":\(final),\"frames_sent\":\(call.framesSent)," + line.dropFirst())

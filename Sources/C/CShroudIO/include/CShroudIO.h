@@ -56,7 +56,7 @@ void shroud_send_queue_flush(shroud_send_queue *queue, int fd);
 uint64_t shroud_send_queue_sent(const shroud_send_queue *queue);
 uint64_t shroud_send_queue_failed(const shroud_send_queue *queue);
 
-/// Names the calling thread for the kernel (at most 15 bytes are kept), so `top -H` and
+/// Names the calling thread for the kernel (at most 15 bytes: glibc refuses a longer name), so `top -H` and
 /// /proc/<pid>/task/<tid>/comm show it. Returns 0 or -errno.
 int shroud_name_current_thread(const char *name);
 

@@ -5,11 +5,11 @@ import ShroudNet
 import ShroudStore
 import ShroudWire
 
-/// The media link of a screen share or watch: the room joined with its purpose and layer cap,
-/// UDP bound to the relay's media plane (or the WebSocket when UDP does not get through, or when
-/// asked), datagrams in through `onDatagram` on the transport's thread, out through `send`.
-/// The same steps as `voice join` (VoiceCommands.swift), for a screen room.
-final class ScreenRoom: @unchecked Sendable {
+/// The media link of `voice join`, `screen share` and `screen watch`: the room joined with its
+/// purpose and layer cap, UDP bound to the relay's media plane (or the WebSocket when UDP does not
+/// get through, or when asked), datagrams in through `onDatagram` on the transport's thread, out
+/// through `send`.
+final class RoomLink: @unchecked Sendable {
     let streamBase: UInt32
     let transportName: String
     private let udp: UDPMediaTransport?
@@ -74,7 +74,12 @@ final class ScreenRoom: @unchecked Sendable {
         } catch let refusal as RelayRefusal where refusal.code == .notMember || refusal.code == .notFound {
             throw Failure("you are not a member of channel \"\(local.name)\" (you left or were removed)")
         } catch let refusal as RelayRefusal {
-            throw Failure("the relay refused the screen \(purpose == .screenShare ? "share" : "watch"): \(refusal.text)")
+            let what = switch purpose {
+            case .voice: "call"
+            case .screenShare: "screen share"
+            case .screenWatch: "screen watch"
+            }
+            throw Failure("the relay refused the \(what): \(refusal.text)")
         }
         guard case let .roomJoined(channel, token, stream, _, port) = reply, channel == local.id else {
             throw Failure("the relay answered joinRoom with something else")
