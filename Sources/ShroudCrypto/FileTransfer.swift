@@ -415,31 +415,12 @@ public struct FileReceiveCore {
     /// to the hash, and after the final chunk compares the hash. Returns true once the file is verified.
     public mutating func open(_ header: ChunkFrameHeader, body: UnsafeRawBufferPointer, into plaintext: UnsafeMutableRawBufferPointer,
                               now: Double) throws -> Bool {
-        guard case let .receiving(next) = state, header.index == next, body.count == header.bodySize else {
-            state = .failed
-            throw FileTransferError.protocolViolation("chunk body does not match its header")
-        }
-        do {
-            try cipher.open(index: header.index, final: header.final, sealed: body, output: plaintext)
-        } catch {
-            state = .failed
-            throw error
-        }
+        let final = try openDeferringHash(header, body: body, into: plaintext, now: now)
         digest.update(UnsafeRawBufferPointer(rebasing: plaintext[0..<header.length]))
-        verifiedChunks = next + 1
-        lastProgress = now
-        guard header.final else {
-            state = .receiving(next: next + 1)
-            return false
-        }
-        guard constantTimeEquals(digest.finish(), offer.sha256) else {
-            state = .failed
-            throw FileTransferError.hashMismatch
-        }
-        state = .verified
+        guard final else { return false }
+        try finishHash(now: now)
         return true
     }
-
 
     /// Like `open`, but leaves the plaintext out of the hash: the caller adds it to `digest` itself
     /// (on another thread, so that decrypting and hashing run on two cores), in chunk order. After
